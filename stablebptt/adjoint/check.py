@@ -1,0 +1,226 @@
+"""Gradient checking as a public feature: finite differences and dot-product tests for any kernel
+pair, every gradient mode against its frozen-trajectory function, and the closed-form toy.
+
+All checks run in float64. Errors are *relative to the scale of the compared quantity*:
+``max|a - b| / max(max|a|, max|b|)``, so tiny entries of a large Jacobian do not dominate.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import Problem
+from .modes import Mode, combine_gradients, parse_mode
+
+
+def relative_error(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0))
+    if scale == 0.0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / scale)
+
+
+def central_jvp(func, x, v, eps):
+    """Central difference ``(f(x + eps v) - f(x - eps v)) / (2 eps)``."""
+    return (np.asarray(func(x + eps * v)) - np.asarray(func(x - eps * v))) / (2.0 * eps)
+
+
+def jacobian_fd(func, x, eps=1e-6):
+    """Full Jacobian of ``func`` at ``x`` by central differences, shape ``out.shape + x.shape``."""
+    x = np.asarray(x, dtype=np.float64)
+    columns = []
+    for i in range(x.size):
+        e = np.zeros(x.size)
+        e[i] = 1.0
+        columns.append(central_jvp(func, x, e.reshape(x.shape), eps).ravel())
+    out_shape = np.shape(func(x))
+    return np.stack(columns, axis=-1).reshape(out_shape + x.shape)
+
+
+def jacobian_vjp(vjp, out_shape, in_shape):
+    """Full Jacobian assembled row by row from a vector-Jacobian product ``w -> J^T w``."""
+    rows = []
+    for i in range(int(np.prod(out_shape))):
+        w = np.zeros(int(np.prod(out_shape)))
+        w[i] = 1.0
+        rows.append(np.asarray(vjp(w.reshape(out_shape))).ravel())
+    return np.stack(rows, axis=0).reshape(tuple(out_shape) + tuple(in_shape))
+
+
+@dataclass
+class CheckResult:
+    """One row of a gradient-check table."""
+
+    name: str
+    error: float
+    tolerance: float
+
+    @property
+    def ok(self):
+        return bool(np.isfinite(self.error) and self.error <= self.tolerance)
+
+
+def check_vjp(name, func, vjp, x, rng, eps=1e-6, tolerance=1e-6):
+    """Finite-difference Jacobian test and dot-product test ``<J v, w> = <v, J^T w>`` for one input.
+
+    ``func(x)`` is the forward map, ``vjp(w)`` returns ``J^T w`` at the fixed point ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out_shape = np.shape(func(x))
+    jac_fd = jacobian_fd(func, x, eps)
+    jac_adj = jacobian_vjp(vjp, out_shape, x.shape)
+    v = rng.standard_normal(x.shape)
+    w = rng.standard_normal(out_shape)
+    lhs = float(np.sum(central_jvp(func, x, v, eps) * w))
+    rhs = float(np.sum(v * np.asarray(vjp(w))))
+    return [CheckResult(f"{name}: finite differences", relative_error(jac_adj, jac_fd), tolerance),
+            CheckResult(f"{name}: dot product", abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300),
+                        tolerance)]
+
+
+def check_simulator(sim, x, c, rng, eps=1e-6, tolerance=1e-6):
+    """Check ``step_vjp`` w.r.t. state and control, and ``loss_grad``, at the batch ``(x, c)``."""
+    p = np.ascontiguousarray(sim.params, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+
+    def step(xx, cc):
+        out = np.zeros_like(xx)
+        sim.step(p, np.ascontiguousarray(xx), np.ascontiguousarray(cc), out)
+        return out
+
+    def step_vjp(w):
+        dx, dc = np.zeros_like(x), np.zeros_like(c)
+        sim.step_vjp(p, x, c, np.ascontiguousarray(w), dx, dc)
+        return dx, dc
+
+    def loss_grad(w):
+        g = np.zeros_like(x)
+        sim.loss_grad(p, x, float(w), g)
+        return g
+
+    results = check_vjp(f"{sim.name} step d/dx", lambda xx: step(xx, c), lambda w: step_vjp(w)[0],
+                        x, rng, eps, tolerance)
+    results += check_vjp(f"{sim.name} step d/dc", lambda cc: step(x, cc), lambda w: step_vjp(w)[1],
+                         c, rng, eps, tolerance)
+    results += check_vjp(f"{sim.name} loss d/dx", lambda xx: sim.loss(p, np.ascontiguousarray(xx)),
+                         loss_grad, x, rng, eps, tolerance)
+    return results
+
+
+def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
+    """Check the controller's adjoint w.r.t. its input and its parameters at ``(theta, x)``."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    spec = ctrl.spec
+    batch = len(x)
+
+    def forward(th, xx):
+        acts = np.zeros(ctrl.acts_size(batch))
+        c = np.zeros((batch, ctrl.n_outputs))
+        ctrl.forward(np.ascontiguousarray(th), spec, np.ascontiguousarray(xx), acts, 0, 1, c)
+        return c, acts
+
+    def vjp(w):
+        _, acts = forward(theta, x)
+        dx = np.zeros_like(x)
+        deltas = np.zeros(ctrl.deltas_size(batch))
+        ctrl.vjp(theta, spec, x, acts, 0, 1, np.ascontiguousarray(w), dx, deltas)
+        g = np.zeros_like(theta)
+        ctrl.param_grad(theta, spec, x, acts, deltas, 1, g)
+        return dx, g
+
+    name = type(ctrl).__name__
+    results = check_vjp(f"{name} d/dx", lambda xx: forward(theta, xx)[0], lambda w: vjp(w)[0],
+                        x, rng, eps, tolerance)
+    results += check_vjp(f"{name} d/dtheta", lambda th: forward(th, x)[0], lambda w: vjp(w)[1],
+                         theta, rng, eps, tolerance)
+    return results
+
+
+def frozen_loss(problem, theta, frozen_states, mode):
+    """The function whose exact gradient mode ``mode`` is, for the frozen trajectory ``frozen_states``.
+
+    R: the loss itself. M: open loop, the controller sees the frozen states. N: the simulator steps
+    from the frozen states. S: both do, so every step restarts from the frozen trajectory.
+    At the parameters that produced ``frozen_states`` every variant reproduces the same trajectory.
+    """
+    mode = parse_mode(mode)
+    if mode is Mode.COMBINED:
+        raise ValueError("the combined mode is a rule on two gradients, not the gradient of a function")
+    sim, ctrl = problem.sim, problem.controller
+    p, spec, w = problem.params, problem.spec, problem.weights
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    batch = frozen_states.shape[1]
+    acts = np.zeros(ctrl.acts_size(batch))
+    x = np.ascontiguousarray(frozen_states[0], dtype=np.float64)
+    total = w[0] * sim.loss(p, x) if w[0] else 0.0
+    reg = 0.0
+    for n in range(problem.n_steps):
+        frozen = np.ascontiguousarray(frozen_states[n], dtype=np.float64)
+        ctrl_in = x if mode in (Mode.REGULAR, Mode.NETWORK) else frozen
+        sim_in = x if mode in (Mode.REGULAR, Mode.MODIFIED) else frozen
+        c = np.zeros((batch, ctrl.n_outputs))
+        ctrl.forward(theta, spec, ctrl_in, acts, 0, 1, c)
+        x = np.zeros_like(x)
+        sim.step(p, sim_in, c, x)
+        if w[n + 1]:
+            total += w[n + 1] * sim.loss(p, x)
+        reg += float(np.sum(c * c))
+    n_controls = problem.n_steps * batch * ctrl.n_outputs
+    return total + problem.rho * reg / n_controls
+
+
+def check_modes(problem, theta, x0, rng, n_directions=None, eps=1e-6, tolerance=1e-6,
+                modes=("R", "M", "N", "S", "C")):
+    """Each mode's adjoint gradient against central differences of its frozen-trajectory function.
+
+    With ``n_directions=None`` the full gradient is differenced (2P rollouts); otherwise the
+    directional derivatives along that many random unit directions are compared. C is checked as
+    the sign rule applied to the (separately checked) M and R gradients of the same trajectory.
+    """
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    x0 = np.ascontiguousarray(x0, dtype=np.float64)
+    _, frozen_states, _ = problem.rollout(theta, x0)
+    if n_directions is None:
+        directions = np.eye(theta.size)
+    else:
+        directions = rng.standard_normal((n_directions, theta.size))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    results = []
+    for mode in map(parse_mode, modes):
+        adjoint = problem.gradient(theta, x0, mode)
+        if mode is Mode.COMBINED:
+            rule = combine_gradients(adjoint.grad_modified, adjoint.grad_regular)
+            g_r = problem.gradient(theta, x0, Mode.REGULAR).grad
+            g_m = problem.gradient(theta, x0, Mode.MODIFIED).grad
+            error = max(relative_error(adjoint.grad, rule), relative_error(adjoint.grad_regular, g_r),
+                        relative_error(adjoint.grad_modified, g_m))
+            results.append(CheckResult("mode C = sign rule(M, R), one forward pass", error, tolerance))
+            continue
+        fd = np.array([central_jvp(lambda th: frozen_loss(problem, th, frozen_states, mode),
+                                   theta, d, eps) for d in directions])
+        results.append(CheckResult(f"mode {mode.letter} vs frozen-trajectory differences",
+                                   relative_error(directions @ adjoint.grad, fd), tolerance))
+    return results
+
+
+def toy_problem_gradients(theta, x0=-0.3, target=2.0, n_steps=4):
+    """Closed-form R and M gradients of the unrolled toy f = t1 x^2 + t2 x, s = x + c, L = (x_N - y)^2 / 2.
+
+    Derived by hand: with dx_{n+1}/dtheta = (1 + b df/dx_n) dx_n/dtheta + df/dtheta_n, where
+    ``b = 1`` for R and ``0`` for M (the physics Jacobian ds/dx is 1).
+    """
+    t1, t2 = theta
+    xs = [x0]
+    for _ in range(n_steps):
+        xs.append(xs[-1] + t1 * xs[-1] ** 2 + t2 * xs[-1])
+    grads = {}
+    for label, b in (("R", 1.0), ("M", 0.0)):
+        dx = np.zeros(2)
+        for x in xs[:-1]:
+            dx = (1.0 + b * (2 * t1 * x + t2)) * dx + np.array([x * x, x])
+        grads[label] = (xs[-1] - target) * dx
+    return 0.5 * (xs[-1] - target) ** 2, grads

@@ -1,0 +1,223 @@
+"""The BPTT engine: one compiled call rolls a batch out and sweeps it back for a gradient mode.
+
+Math (DESIGN.md §1), with adjoints ``lam_n = dL/dx_n`` and control cotangents ``mu_n``::
+
+    lam_N = w_N dl/dx_N
+    mu_n  = (ds/dc)^T lam_{n+1} + d(rho mean c^2)/dc_n
+    g    += (df/dtheta)^T mu_n
+    lam_n = w_n dl/dx_n + a (ds/dx)^T lam_{n+1} + b (df/dx)^T mu_n
+
+The kernels are passed as first-class Numba function values with the fixed signatures of
+:mod:`stablebptt.adjoint.contract`, so one cached compilation serves every simulator and controller.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, types
+
+from .contract import (FLOAT_TYPES, forward_sig, function_type, loss_grad_sig, loss_sig,
+                       param_grad_sig, step_sig, step_vjp_sig, vjp_sig)
+from .modes import Mode, combine_gradients, cosine_similarity, parse_mode
+
+
+def _rollout_sig(T):
+    return types.float64(
+        function_type(step_sig, T), function_type(loss_sig, T), function_type(forward_sig, T),
+        types.float64[::1], T[::1], types.int64[::1], types.float64[::1], types.float64,
+        T[:, :, ::1], T[:, :, ::1], T[::1], types.int64)
+
+
+def _bptt_sig(T):
+    return types.float64(
+        function_type(step_sig, T), function_type(step_vjp_sig, T), function_type(loss_sig, T),
+        function_type(loss_grad_sig, T), function_type(forward_sig, T), function_type(vjp_sig, T),
+        function_type(param_grad_sig, T),
+        types.float64[::1], T[::1], types.int64[::1], types.float64[::1], types.float64,
+        types.float64, types.float64, types.boolean,
+        T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
+
+
+@njit([_rollout_sig(T) for T in FLOAT_TYPES], cache=True)
+def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
+    """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the loss.
+
+    Activations go to step ``n % acts_nsteps`` of ``acts``: ``acts_nsteps = N`` keeps all of them for
+    a backward sweep, ``1`` reuses one slot for a loss-only evaluation.
+    """
+    n_steps = cs.shape[0]
+    total = weights[0] * loss(p, xs[0]) if weights[0] != 0.0 else 0.0
+    reg = 0.0
+    for n in range(n_steps):
+        forward(theta, spec, xs[n], acts, n % acts_nsteps, acts_nsteps, cs[n])
+        step(p, xs[n], cs[n], xs[n + 1])
+        if weights[n + 1] != 0.0:
+            total += weights[n + 1] * loss(p, xs[n + 1])
+        if rho != 0.0:
+            for v in cs[n].ravel():
+                reg += float(v) * float(v)
+    return total + rho * reg / cs.size
+
+
+@njit(cache=True)
+def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas):
+    """One backward sweep over a stored trajectory with path weights ``(a, b)``; fills ``deltas``."""
+    n_steps, batch, _ = cs.shape
+    lam = np.zeros_like(xs[0])
+    dx_sim = np.zeros_like(xs[0])
+    dx_ctrl = np.zeros_like(xs[0])
+    mu = np.zeros_like(cs[0])
+    reg_scale = 2.0 * rho / cs.size
+    if weights[n_steps] != 0.0:
+        loss_grad(p, xs[n_steps], weights[n_steps], lam)
+    for n in range(n_steps - 1, -1, -1):
+        step_vjp(p, xs[n], cs[n], lam, dx_sim, mu)
+        if rho != 0.0:
+            mu += reg_scale * cs[n]
+        vjp(theta, spec, xs[n], acts, n, n_steps, mu, dx_ctrl, deltas)
+        if n == 0:
+            break
+        lam[:, :] = a * dx_sim + b * dx_ctrl
+        if weights[n] != 0.0:
+            loss_grad(p, xs[n], weights[n], lam)
+
+
+@njit([_bptt_sig(T) for T in FLOAT_TYPES], cache=True)
+def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
+          a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
+    """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
+
+    With ``with_modified`` a second sweep with ``(a, b) = (1, 0)`` over the same trajectory gives the
+    modified gradient in ``g_m``: the combined mode's two gradients from one forward pass.
+    """
+    n_steps, batch, _ = cs.shape
+    value = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, n_steps)
+    inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
+    _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas)
+    param_grad(theta, spec, inputs, acts, deltas, n_steps, g)
+    if with_modified:
+        _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, 1.0, 0.0, xs, cs, acts, deltas_m)
+        param_grad(theta, spec, inputs, acts, deltas_m, n_steps, g_m)
+    return value
+
+
+LOSS_MODES = ("FINAL", "CONTINUOUS")
+
+
+def stage_weights(n_steps, loss_mode, reduction="sum"):
+    """Weights ``w_n`` (n = 0..N) of the stage losses: FINAL = {N}, CONTINUOUS = {1..N}.
+
+    ``reduction="mean"`` divides the CONTINUOUS weights by N (a time average, as the reference's
+    cart-pole loss); ``"sum"`` keeps them at 1 (as its quantum loss).
+    """
+    mode = str(loss_mode).upper()
+    w = np.zeros(n_steps + 1)
+    if mode == "FINAL":
+        w[n_steps] = 1.0
+    elif mode == "CONTINUOUS":
+        w[1:] = 1.0 / n_steps if reduction == "mean" else 1.0
+    else:
+        raise ValueError(f"unknown loss mode {loss_mode!r}: use FINAL or CONTINUOUS")
+    return w
+
+
+@dataclass
+class Gradient:
+    """Result of one batch: the loss, the gradient handed to the optimiser, and for C its parts."""
+
+    loss: float
+    grad: np.ndarray
+    grad_regular: np.ndarray = None
+    grad_modified: np.ndarray = None
+
+    @property
+    def cosine(self):
+        """Cosine similarity of g_M and g_R (combined mode), else 0 as the reference logs."""
+        if self.grad_regular is None:
+            return 0.0
+        return cosine_similarity(self.grad_modified, self.grad_regular)
+
+
+class Problem:
+    """A simulator, a controller, a horizon and a loss: the object every gradient is taken of.
+
+    ``rho`` weights the control regulariser ``rho * mean(c^2)`` (mean over steps, batch, controls).
+    Buffers are allocated per batch size and dtype on first use and reused afterwards.
+    """
+
+    def __init__(self, sim, controller, n_steps, loss_mode="FINAL", rho=0.0):
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        if controller.n_inputs != sim.state_dim or controller.n_outputs != sim.control_dim:
+            raise ValueError(
+                f"controller maps {controller.n_inputs} -> {controller.n_outputs} but the simulator "
+                f"has state {sim.state_dim} and control {sim.control_dim}")
+        self.sim = sim
+        self.controller = controller
+        self.n_steps = int(n_steps)
+        self.loss_mode = str(loss_mode).upper()
+        self.rho = float(rho)
+        self.weights = stage_weights(n_steps, loss_mode, getattr(sim, "continuous_reduction", "sum"))
+        self.params = np.ascontiguousarray(sim.params, dtype=np.float64)
+        self.spec = controller.spec
+        self._buffers = {}
+
+    def _buffers_for(self, batch, dtype, keep_acts):
+        key = (batch, np.dtype(dtype).str, keep_acts)
+        if key not in self._buffers:
+            n, ctrl = self.n_steps, self.controller
+            rows = (n if keep_acts else 1) * batch
+            self._buffers[key] = dict(
+                xs=np.zeros((n + 1, batch, self.sim.state_dim), dtype),
+                cs=np.zeros((n, batch, self.sim.control_dim), dtype),
+                acts=np.zeros(ctrl.acts_size(rows), dtype),
+                deltas=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
+                deltas_m=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
+            )
+        return self._buffers[key]
+
+    def _check(self, theta, x0):
+        theta = np.ascontiguousarray(theta)
+        if theta.dtype not in (np.float32, np.float64):
+            raise TypeError(f"parameters must be float32 or float64, got {theta.dtype}")
+        if theta.shape != (self.controller.n_params,):
+            raise ValueError(f"expected {self.controller.n_params} parameters, got shape {theta.shape}")
+        x0 = np.ascontiguousarray(x0, dtype=theta.dtype).reshape(len(x0), -1)
+        if x0.shape[1] != self.sim.state_dim:
+            raise ValueError(f"states must have {self.sim.state_dim} entries, got {x0.shape[1]}")
+        return theta, x0
+
+    def rollout(self, theta, x0):
+        """Loss and the stored trajectory ``(loss, states (N+1, B, S), controls (N, B, C))`` (copies)."""
+        theta, x0 = self._check(theta, x0)
+        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
+        buf["xs"][0] = x0
+        value = _rollout(self.sim.step, self.sim.loss, self.controller.forward, self.params, theta,
+                         self.spec, self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        return value, buf["xs"].copy(), buf["cs"].copy()
+
+    def loss(self, theta, x0):
+        """The loss of a batch of initial states, forward only."""
+        theta, x0 = self._check(theta, x0)
+        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
+        buf["xs"][0] = x0
+        return _rollout(self.sim.step, self.sim.loss, self.controller.forward, self.params, theta,
+                        self.spec, self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+
+    def gradient(self, theta, x0, mode):
+        """The loss and the parameter gradient of ``mode`` (R, M, N, S or C) for a batch."""
+        mode = parse_mode(mode)
+        theta, x0 = self._check(theta, x0)
+        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=True)
+        buf["xs"][0] = x0
+        a, b = mode.path_weights
+        combined = mode is Mode.COMBINED
+        g = np.zeros_like(theta)
+        g_m = np.zeros_like(theta) if combined else np.zeros(0, theta.dtype)
+        value = _bptt(self.sim.step, self.sim.step_vjp, self.sim.loss, self.sim.loss_grad,
+                      self.controller.forward, self.controller.vjp, self.controller.param_grad,
+                      self.params, theta, self.spec, self.weights, self.rho, a, b, combined,
+                      buf["xs"], buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g, g_m)
+        if combined:
+            return Gradient(value, combine_gradients(g_m, g), grad_regular=g, grad_modified=g_m)
+        return Gradient(value, g)

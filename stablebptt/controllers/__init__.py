@@ -1,0 +1,6 @@
+"""Controllers: networks with forward and adjoint kernels over a flat Keras-layout parameter vector."""
+
+from .mlp import MLP
+from .quadratic import Quadratic
+
+__all__ = ["MLP", "Quadratic"]

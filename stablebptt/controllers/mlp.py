@@ -1,0 +1,191 @@
+"""Fully connected controller: tanh hidden layers, linear output, Keras parameter layout.
+
+Parameters live in one flat array; layer ``k`` holds its kernel ``(n_in, n_out)`` (row-major)
+followed by its bias ``(n_out,)`` when biases are on, exactly the order of Keras' ``get_weights()``.
+
+``spec`` (int64): ``[n_layers, use_bias, size_0, size_1, ..., size_L]`` with ``size_0`` the input and
+``size_L`` the output width. Work buffers are layer-major so that the parameter gradient over all
+time steps is one matrix product per layer: hidden activations of layer ``k`` for step ``n`` sit at
+rows ``n*B .. (n+1)*B`` of a contiguous ``(nsteps*B, size_k)`` block.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..adjoint.contract import all_types, forward_sig, param_grad_sig, vjp_sig
+
+
+@njit(cache=True, inline="always")
+def _param_offset(spec, layer):
+    use_bias = spec[1]
+    off = 0
+    for k in range(1, layer):
+        off += spec[1 + k] * spec[2 + k] + use_bias * spec[2 + k]
+    return off
+
+
+@njit(cache=True, inline="always")
+def _work_offset(spec, layer, rows):
+    """Offset of layer ``layer``'s block (layers 1..L) in a layer-major work buffer."""
+    off = 0
+    for k in range(1, layer):
+        off += rows * spec[2 + k]
+    return off
+
+
+@njit(all_types(forward_sig), cache=True)
+def mlp_forward(theta, spec, x, acts, n, nsteps, c):
+    n_layers = spec[0]
+    use_bias = spec[1]
+    batch = x.shape[0]
+    rows = nsteps * batch
+    h_prev = x
+    for k in range(1, n_layers + 1):
+        n_in = spec[1 + k]
+        n_out = spec[2 + k]
+        p0 = _param_offset(spec, k)
+        kernel = theta[p0:p0 + n_in * n_out].reshape(n_in, n_out)
+        if k < n_layers:
+            a0 = _work_offset(spec, k, rows) + n * batch * n_out
+            out = acts[a0:a0 + batch * n_out].reshape(batch, n_out)
+        else:
+            out = c
+        np.dot(h_prev, kernel, out)
+        if use_bias:
+            bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + n_out]
+            for i in range(batch):
+                for j in range(n_out):
+                    out[i, j] += bias[j]
+        if k < n_layers:
+            for i in range(batch):
+                for j in range(n_out):
+                    out[i, j] = np.tanh(out[i, j])
+        h_prev = out
+
+
+@njit(all_types(vjp_sig), cache=True)
+def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
+    n_layers = spec[0]
+    batch = x.shape[0]
+    rows = nsteps * batch
+    # output layer is linear: its pre-activation cotangent is mu itself
+    n_out = spec[2 + n_layers]
+    d0 = _work_offset(spec, n_layers, rows) + n * batch * n_out
+    delta = deltas[d0:d0 + batch * n_out].reshape(batch, n_out)
+    delta[:, :] = mu
+    for k in range(n_layers, 0, -1):
+        n_in = spec[1 + k]
+        n_out = spec[2 + k]
+        p0 = _param_offset(spec, k)
+        kernel = theta[p0:p0 + n_in * n_out].reshape(n_in, n_out)
+        if k == 1:
+            np.dot(delta, kernel.T, dx)
+            break
+        # cotangent of the previous layer's pre-activation: (delta W^T) * (1 - h^2)
+        a0 = _work_offset(spec, k - 1, rows) + n * batch * n_in
+        h = acts[a0:a0 + batch * n_in].reshape(batch, n_in)
+        prev = deltas[a0:a0 + batch * n_in].reshape(batch, n_in)
+        np.dot(delta, kernel.T, prev)
+        for i in range(batch):
+            for j in range(n_in):
+                prev[i, j] *= 1.0 - h[i, j] * h[i, j]
+        delta = prev
+
+
+@njit(all_types(param_grad_sig), cache=True)
+def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
+    n_layers = spec[0]
+    use_bias = spec[1]
+    rows = xs.shape[0]
+    h_prev = xs
+    for k in range(1, n_layers + 1):
+        n_in = spec[1 + k]
+        n_out = spec[2 + k]
+        p0 = _param_offset(spec, k)
+        d0 = _work_offset(spec, k, rows)
+        delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
+        g[p0:p0 + n_in * n_out].reshape(n_in, n_out)[:, :] += np.dot(h_prev.T, delta)
+        if use_bias:
+            gb = g[p0 + n_in * n_out:p0 + n_in * n_out + n_out]
+            for i in range(rows):
+                for j in range(n_out):
+                    gb[j] += delta[i, j]
+        if k < n_layers:
+            h_prev = acts[d0:d0 + rows * n_out].reshape(rows, n_out)
+
+
+@dataclass(frozen=True)
+class MLP:
+    """A tanh multilayer perceptron ``n_inputs -> width x depth -> n_outputs``.
+
+    ``zero_last`` zero-initialises the output kernel (the reference's ``--zero``); biases start at
+    zero and kernels are Glorot-uniform, as Keras' ``Dense`` defaults.
+    """
+
+    n_inputs: int
+    n_outputs: int = 1
+    width: int = 100
+    depth: int = 2
+    bias: bool = True
+    zero_last: bool = False
+
+    def __post_init__(self):
+        for name in ("n_inputs", "n_outputs", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MLP {name} must be >= 1, got {getattr(self, name)}")
+        if self.depth < 0:
+            raise ValueError(f"MLP depth must be >= 0, got {self.depth}")
+
+    forward = staticmethod(mlp_forward)
+    vjp = staticmethod(mlp_vjp)
+    param_grad = staticmethod(mlp_param_grad)
+
+    @property
+    def sizes(self):
+        return [self.n_inputs] + [self.width] * self.depth + [self.n_outputs]
+
+    @property
+    def spec(self):
+        return np.array([self.depth + 1, int(self.bias)] + self.sizes, dtype=np.int64)
+
+    def layer_shapes(self):
+        """``(name, shape)`` of each parameter array in Keras order."""
+        shapes = []
+        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            shapes.append((f"dense_{k}/kernel", (n_in, n_out)))
+            if self.bias:
+                shapes.append((f"dense_{k}/bias", (n_out,)))
+        return shapes
+
+    @property
+    def n_params(self):
+        return sum(int(np.prod(shape)) for _, shape in self.layer_shapes())
+
+    def acts_size(self, rows):
+        """Length of the activation buffer for ``rows`` = steps x batch samples."""
+        return rows * self.width * self.depth
+
+    def deltas_size(self, rows):
+        return rows * (self.width * self.depth + self.n_outputs)
+
+    def views(self, theta):
+        """Per-layer views into the flat parameters, Keras layout, as ``{name: array}``."""
+        out, off = {}, 0
+        for name, shape in self.layer_shapes():
+            size = int(np.prod(shape))
+            out[name] = theta[off:off + size].reshape(shape)
+            off += size
+        return out
+
+    def init(self, rng, dtype=np.float32):
+        """Glorot-uniform kernels and zero biases, drawn from the numpy Generator ``rng``."""
+        theta = np.zeros(self.n_params, dtype=dtype)
+        views = self.views(theta)
+        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            limit = np.sqrt(6.0 / (n_in + n_out))
+            views[f"dense_{k}/kernel"][...] = rng.uniform(-limit, limit, size=(n_in, n_out))
+        if self.zero_last:
+            views[f"dense_{self.depth}/kernel"][...] = 0.0
+        return theta

@@ -1,0 +1,6 @@
+"""Simulators: parameters, step / step_vjp kernels, stage loss / loss_grad, initial-state samplers."""
+
+from .cartpole import CartPole
+from .toy import Shift
+
+__all__ = ["CartPole", "Shift"]

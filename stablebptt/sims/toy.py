@@ -1,0 +1,58 @@
+"""The paper's unrolled toy: a scalar state moved by its control, ``s(x, c) = x + c``.
+
+Stage loss ``1/2 mean (x - y)^2`` for a target ``y``. With the :class:`~stablebptt.controllers.Quadratic`
+controller ``f(x) = t1 x^2 + t2 x``, ``x0 = -0.3``, ``y = 2`` and 4 steps this is Figure 1's problem.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..adjoint.contract import all_types, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+
+
+@njit(all_types(step_sig), cache=True)
+def shift_step(p, x, c, x_next):
+    x_next[:, :] = x + c
+
+
+@njit(all_types(step_vjp_sig), cache=True)
+def shift_step_vjp(p, x, c, lam_next, dx, dc):
+    dx[:, :] = lam_next
+    dc[:, :] = lam_next
+
+
+@njit(all_types(loss_sig), cache=True)
+def target_loss(p, x):
+    total = 0.0
+    for b in range(x.shape[0]):
+        total += 0.5 * (x[b, 0] - p[0]) ** 2
+    return total / x.shape[0]
+
+
+@njit(all_types(loss_grad_sig), cache=True)
+def target_loss_grad(p, x, scale, gx):
+    for b in range(x.shape[0]):
+        gx[b, 0] += scale * (x[b, 0] - p[0]) / x.shape[0]
+
+
+@dataclass(frozen=True)
+class Shift:
+    """``x_{n+1} = x_n + c_n`` on a scalar state, loss ``1/2 (x - target)^2``."""
+
+    target: float = 2.0
+
+    name = "toy"
+    state_dim = 1
+    control_dim = 1
+    continuous_reduction = "sum"
+
+    step = staticmethod(shift_step)
+    step_vjp = staticmethod(shift_step_vjp)
+    loss = staticmethod(target_loss)
+    loss_grad = staticmethod(target_loss_grad)
+
+    @property
+    def params(self):
+        return np.array([self.target], dtype=np.float64)
