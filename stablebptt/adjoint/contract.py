@@ -76,3 +76,16 @@ def all_types(make_sig):
 
 def function_type(make_sig, T):
     return types.FunctionType(make_sig(T))
+
+
+def kernel(make_sig, **options):
+    """Decorator compiling a contract kernel for float32 and float64, cached on disk.
+
+    ``error_model="numpy"``: division by zero gives inf/nan (caught later as divergence) instead of
+    raising, and lets LLVM vectorise loops that divide.
+    """
+    from numba import njit
+
+    options.setdefault("cache", True)
+    options.setdefault("error_model", "numpy")
+    return njit(all_types(make_sig), **options)

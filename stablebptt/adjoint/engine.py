@@ -38,7 +38,7 @@ def _bptt_sig(T):
         T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
 
 
-@njit([_rollout_sig(T) for T in FLOAT_TYPES], cache=True)
+@njit([_rollout_sig(T) for T in FLOAT_TYPES], cache=True, error_model="numpy")
 def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
     """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the loss.
 
@@ -59,7 +59,7 @@ def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, ac
     return total + rho * reg / cs.size
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas):
     """One backward sweep over a stored trajectory with path weights ``(a, b)``; fills ``deltas``."""
     n_steps, batch, _ = cs.shape
@@ -82,7 +82,7 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
             loss_grad(p, xs[n], weights[n], lam)
 
 
-@njit([_bptt_sig(T) for T in FLOAT_TYPES], cache=True)
+@njit([_bptt_sig(T) for T in FLOAT_TYPES], cache=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
           a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..adjoint.contract import all_types, forward_sig, param_grad_sig, vjp_sig
+from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ._dense import add_bias_tanh
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _param_offset(spec, layer):
     use_bias = spec[1]
     off = 0
@@ -26,7 +27,7 @@ def _param_offset(spec, layer):
     return off
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _work_offset(spec, layer, rows):
     """Offset of layer ``layer``'s block (layers 1..L) in a layer-major work buffer."""
     off = 0
@@ -35,7 +36,7 @@ def _work_offset(spec, layer, rows):
     return off
 
 
-@njit(all_types(forward_sig), cache=True)
+@kernel(forward_sig)
 def mlp_forward(theta, spec, x, acts, n, nsteps, c):
     n_layers = spec[0]
     use_bias = spec[1]
@@ -53,19 +54,12 @@ def mlp_forward(theta, spec, x, acts, n, nsteps, c):
         else:
             out = c
         np.dot(h_prev, kernel, out)
-        if use_bias:
-            bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + n_out]
-            for i in range(batch):
-                for j in range(n_out):
-                    out[i, j] += bias[j]
-        if k < n_layers:
-            for i in range(batch):
-                for j in range(n_out):
-                    out[i, j] = np.tanh(out[i, j])
+        bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + use_bias * n_out]
+        add_bias_tanh(out, bias, use_bias, k < n_layers)
         h_prev = out
 
 
-@njit(all_types(vjp_sig), cache=True)
+@kernel(vjp_sig)
 def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     n_layers = spec[0]
     batch = x.shape[0]
@@ -94,7 +88,7 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
         delta = prev
 
 
-@njit(all_types(param_grad_sig), cache=True)
+@kernel(param_grad_sig)
 def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     n_layers = spec[0]
     use_bias = spec[1]
@@ -106,7 +100,7 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         p0 = _param_offset(spec, k)
         d0 = _work_offset(spec, k, rows)
         delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
-        g[p0:p0 + n_in * n_out].reshape(n_in, n_out)[:, :] += np.dot(h_prev.T, delta)
+        g[p0:p0 + n_in * n_out] += np.dot(h_prev.T, delta).ravel()
         if use_bias:
             gb = g[p0 + n_in * n_out:p0 + n_in * n_out + n_out]
             for i in range(rows):

@@ -3,18 +3,17 @@
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from ..adjoint.contract import all_types, forward_sig, param_grad_sig, vjp_sig
+from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
 
 
-@njit(all_types(forward_sig), cache=True)
+@kernel(forward_sig)
 def quadratic_forward(theta, spec, x, acts, n, nsteps, c):
     for b in range(x.shape[0]):
         c[b, 0] = theta[0] * x[b, 0] ** 2 + theta[1] * x[b, 0]
 
 
-@njit(all_types(vjp_sig), cache=True)
+@kernel(vjp_sig)
 def quadratic_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     batch = x.shape[0]
     for b in range(batch):
@@ -22,7 +21,7 @@ def quadratic_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
         deltas[n * batch + b] = mu[b, 0]
 
 
-@njit(all_types(param_grad_sig), cache=True)
+@kernel(param_grad_sig)
 def quadratic_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     for r in range(xs.shape[0]):
         g[0] += xs[r, 0] ** 2 * deltas[r]

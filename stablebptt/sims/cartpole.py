@@ -9,15 +9,14 @@ acceleration uses the same force, and the cart's acceleration sums the poles' re
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from ..adjoint.contract import all_types, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 # indices into the parameter vector
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
 
-@njit(all_types(step_sig), cache=True)
+@kernel(step_sig)
 def cartpole_step(p, x, c, x_next):
     g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
     ml = m * length
@@ -44,7 +43,7 @@ def cartpole_step(p, x, c, x_next):
         x_next[b, 0] = x[b, 0] + dt * xd_new
 
 
-@njit(all_types(step_vjp_sig), cache=True)
+@kernel(step_vjp_sig)
 def cartpole_step_vjp(p, x, c, lam_next, dx, dc):
     g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
     ml = m * length
@@ -96,7 +95,7 @@ def cartpole_step_vjp(p, x, c, lam_next, dx, dc):
         dc[b, 0] = g_force
 
 
-@njit(all_types(loss_sig), cache=True)
+@kernel(loss_sig)
 def cartpole_loss(p, x):
     """1 - mean cos(theta) over the batch and the poles (0 when all poles stand upright)."""
     n_poles = x.shape[1] // 2 - 1
@@ -107,7 +106,7 @@ def cartpole_loss(p, x):
     return 1.0 - total / (x.shape[0] * n_poles)
 
 
-@njit(all_types(loss_grad_sig), cache=True)
+@kernel(loss_grad_sig)
 def cartpole_loss_grad(p, x, scale, gx):
     n_poles = x.shape[1] // 2 - 1
     w = scale / (x.shape[0] * n_poles)

@@ -7,23 +7,22 @@ controller ``f(x) = t1 x^2 + t2 x``, ``x0 = -0.3``, ``y = 2`` and 4 steps this i
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from ..adjoint.contract import all_types, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 
-@njit(all_types(step_sig), cache=True)
+@kernel(step_sig)
 def shift_step(p, x, c, x_next):
     x_next[:, :] = x + c
 
 
-@njit(all_types(step_vjp_sig), cache=True)
+@kernel(step_vjp_sig)
 def shift_step_vjp(p, x, c, lam_next, dx, dc):
     dx[:, :] = lam_next
     dc[:, :] = lam_next
 
 
-@njit(all_types(loss_sig), cache=True)
+@kernel(loss_sig)
 def target_loss(p, x):
     total = 0.0
     for b in range(x.shape[0]):
@@ -31,7 +30,7 @@ def target_loss(p, x):
     return total / x.shape[0]
 
 
-@njit(all_types(loss_grad_sig), cache=True)
+@kernel(loss_grad_sig)
 def target_loss_grad(p, x, scale, gx):
     for b in range(x.shape[0]):
         gx[b, 0] += scale * (x[b, 0] - p[0]) / x.shape[0]

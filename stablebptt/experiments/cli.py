@@ -1,0 +1,165 @@
+"""The ``stablebptt`` command line: ``run``, ``gradcheck`` and ``inspect``.
+
+Bad input ends with one line on stderr naming the problem and exit status 2, before any file is
+written; a failed gradient check exits with status 1.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .config import ConfigError, RunConfig
+from .gradcheck import GRADCHECK_TASKS, format_table, run_gradcheck
+from .optim import CLIP_MODES
+from .presets import PRESET_HELP, PRESETS, preset
+from .results import METRICS, RunFileError, read_run
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _add_run_options(p):
+    defaults = RunConfig()
+    p.add_argument("task", nargs="?", help="task preset: " + "; ".join(
+        f"{k}: {v}" for k, v in PRESET_HELP.items()))
+    p.add_argument("--poles", type=int, help=f"number of poles (default {defaults.poles})")
+    p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
+                   "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
+    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
+    p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
+    p.add_argument("--optimizer", help="adam or sgd (default adam)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 8)")
+    p.add_argument("--epochs", type=int, help="number of epochs (preset: 1000)")
+    p.add_argument("--n-data", type=int, help="train and test set size each (default 256)")
+    p.add_argument("--width", type=int, help="hidden layer width (default 100)")
+    p.add_argument("--depth", type=int, help="number of hidden layers (default 2)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="use biases (default yes)")
+    p.add_argument("--zero-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="zero-initialise the output kernel (default yes: what the reference ran)")
+    p.add_argument("--time", type=float, help="physical time horizon T (default 1.0)")
+    p.add_argument("--steps", dest="n_steps", type=int, help="number of time steps (default 100)")
+    p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
+    p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
+    p.add_argument("--dtype", help="float32 (default) or float64")
+    p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
+    p.add_argument("--out", default="runs", help="output folder (default runs/)")
+    p.add_argument("--name", help="run file name (default: derived from the settings)")
+    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+_CONFIG_OPTIONS = ("poles", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
+                   "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
+                   "n_steps", "loss_mode", "seed", "dtype", "checkpoint_every")
+
+
+def build_parser():
+    parser = _Parser(prog="stablebptt", description="Stable backpropagation through time for "
+                     "neural controllers of differentiable simulators.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run_options(sub.add_parser("run", help="train one run and write its HDF5 file"))
+    g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
+    g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
+    g.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("inspect", help="summarise a run file")
+    i.add_argument("file")
+    i.add_argument("--metrics", action="store_true", help="print the per-epoch metrics table")
+    return parser
+
+
+def _writable_folder(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".stablebptt-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write to output folder {folder!r}: {err.strerror or err}") from None
+
+
+def cmd_run(args):
+    from .training import Trainer, single_threaded_blas
+
+    if args.resume:
+        trainer = Trainer.resume(args.resume, epochs=args.epochs)
+        if trainer.finished:
+            print(f"{args.resume}: already finished ({trainer.epoch} epochs)")
+            return 0
+        print(f"resuming {args.resume} at epoch {trainer.epoch} of {trainer.config.epochs}")
+    else:
+        if args.task is None:
+            raise UsageError("run needs a TASK (one of: " + ", ".join(PRESETS) + ") or --resume FILE")
+        overrides = {k: getattr(args, k) for k in _CONFIG_OPTIONS}
+        config = preset(args.task, **overrides)
+        _writable_folder(args.out)
+        path = os.path.join(args.out, (args.name or config.run_name()) + ".h5")
+        if os.path.exists(path) and not args.overwrite:
+            raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
+        trainer = Trainer.new(config, path)
+    with single_threaded_blas():
+        metrics = trainer.run(quiet=args.quiet)
+    print(f"{trainer.path}: {trainer.epoch} epochs, final test loss {metrics['test_loss'][-1]:.6g}")
+    return 0
+
+
+def cmd_gradcheck(args):
+    if args.task is not None and args.task not in GRADCHECK_TASKS:
+        raise UsageError(f"unknown task {args.task!r} for gradcheck: choose from {', '.join(GRADCHECK_TASKS)}")
+    results = run_gradcheck([args.task] if args.task else GRADCHECK_TASKS, seed=args.seed)
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_inspect(args):
+    record = read_run(args.file)
+    cfg = record.config
+    print(f"file:     {args.file}")
+    print(f"status:   {record.status}, {record.epochs_done} of {cfg.epochs} epochs"
+          + (f", checkpoint at epoch {record.checkpoint.epoch}" if record.checkpoint else ""))
+    print("config:   " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+    print("versions: " + " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.attrs.items()
+                                  if k.startswith("version.")))
+    test = record.metrics["test_loss"]
+    if len(test):
+        best = int(np.argmin(test))
+        print(f"test loss: first {test[0]:.6g}, last {test[-1]:.6g}, best {test[best]:.6g} (epoch {best + 1})")
+        print(f"time per epoch: {np.mean(record.metrics['wall_time']):.4g} s "
+              f"(updates {np.mean(record.metrics['epoch_time']):.4g} s)")
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in record.params_final.items())
+    print(f"parameters: {shapes}")
+    if args.metrics:
+        print("epoch " + " ".join(f"{m:>17}" for m in METRICS))
+        for e in range(record.epochs_done):
+            print(f"{e + 1:5d} " + " ".join(f"{record.metrics[m][e]:17.9g}" for m in METRICS))
+    return 0
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        return {"run": cmd_run, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect}[args.command](args)
+    except (UsageError, ConfigError, RunFileError) as err:
+        print(f"stablebptt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("stablebptt: interrupted; the run file holds the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Run files in HDF5: one file per run, replaced atomically so that a crash never corrupts it.
+
+Layout::
+
+    /                attrs: format, format_version, status, epochs_done, config (JSON) and each
+                     config key, versions of stablebptt / numpy / numba / h5py
+    /metrics/NAME    float64 (epochs_done,), growable: one entry per epoch
+    /data/train      initial states (n_data, S); /data/test likewise
+    /params/initial/LAYER, /params/final/LAYER   Keras layout (kernel (in, out), bias (out,))
+    /checkpoint      theta, optimizer/<arrays>; attrs: epoch, optimizer_step, rng_state (JSON)
+
+Every write builds the complete file next to the target and renames it over the target
+(``os.replace``), so a reader or a killed process only ever sees the previous or the new snapshot.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from .config import ConfigError, RunConfig
+
+FORMAT = "stablebptt-run"
+FORMAT_VERSION = 1
+METRICS = ("batch_loss", "train_loss", "test_loss", "grad_size", "cosine_similarity",
+           "epoch_time", "wall_time")
+METRIC_HELP = {
+    "batch_loss": "mean loss of the epoch's batches (before each update)",
+    "train_loss": "loss of the whole training set after the epoch",
+    "test_loss": "loss of the whole test set after the epoch",
+    "grad_size": "mean over batches of the squared L2 norm of the gradient handed to the optimiser, before clipping",
+    "cosine_similarity": "mean over batches of cos(g_M, g_R) (combined mode only, else 0)",
+    "epoch_time": "seconds spent in the epoch's updates (as the reference times it)",
+    "wall_time": "seconds for the whole epoch, evaluation included",
+}
+
+
+class RunFileError(Exception):
+    """A run file that is missing, unreadable or not a stablebptt run."""
+
+
+def versions():
+    import numba
+
+    from .. import __version__
+    return {"stablebptt": __version__, "numpy": np.__version__, "numba": numba.__version__,
+            "h5py": h5py.__version__}
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    theta: np.ndarray
+    optimizer_step: int
+    optimizer_arrays: dict
+    rng_state: dict
+
+
+@dataclass
+class RunRecord:
+    """The contents of a run file."""
+
+    config: RunConfig
+    status: str
+    metrics: dict = field(default_factory=dict)
+    train: np.ndarray = None
+    test: np.ndarray = None
+    params_initial: dict = field(default_factory=dict)
+    params_final: dict = field(default_factory=dict)
+    checkpoint: Checkpoint = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def epochs_done(self):
+        return len(self.metrics.get("test_loss", ()))
+
+
+def write_run(path, record):
+    """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["status"] = record.status
+            f.attrs["epochs_done"] = record.epochs_done
+            config = record.config.to_dict()
+            f.attrs["config"] = json.dumps(config)
+            for key, value in config.items():
+                f.attrs[f"config.{key}"] = value
+            for key, value in versions().items():
+                f.attrs[f"version.{key}"] = value
+            for key, value in record.attrs.items():
+                f.attrs[key] = value
+            metrics = f.create_group("metrics")
+            for name in METRICS:
+                values = np.asarray(record.metrics.get(name, []), dtype=np.float64)
+                ds = metrics.create_dataset(name, data=values, maxshape=(None,), chunks=(256,))
+                ds.attrs["description"] = METRIC_HELP[name]
+            if record.train is not None:
+                f["data/train"] = record.train
+                f["data/test"] = record.test
+            for group, params in (("params/initial", record.params_initial),
+                                  ("params/final", record.params_final)):
+                for name, value in params.items():
+                    f[f"{group}/{name}"] = value
+            if record.checkpoint is not None:
+                ck = record.checkpoint
+                g = f.create_group("checkpoint")
+                g["theta"] = ck.theta
+                for name, value in ck.optimizer_arrays.items():
+                    g[f"optimizer/{name}"] = value
+                g.attrs["epoch"] = ck.epoch
+                g.attrs["optimizer_step"] = ck.optimizer_step
+                g.attrs["rng_state"] = json.dumps(ck.rng_state)
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_run(path):
+    """Read a run file; :class:`RunFileError` with a one-line reason when it is not a readable run."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise RunFileError(f"no such run file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise RunFileError(f"not a readable HDF5 file: {path}") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise RunFileError(f"not a stablebptt run file (no format={FORMAT!r} attribute): {path}")
+        try:
+            config = RunConfig.from_dict(json.loads(f.attrs["config"]))
+            record = RunRecord(config=config, status=str(f.attrs["status"]))
+            record.metrics = {name: f[f"metrics/{name}"][()] for name in METRICS}
+            record.train = f["data/train"][()]
+            record.test = f["data/test"][()]
+            for key, target in (("params/initial", record.params_initial),
+                                ("params/final", record.params_final)):
+                if key in f:
+                    for name, ds in _walk(f[key]):
+                        target[name] = ds[()]
+            if "checkpoint" in f:
+                g = f["checkpoint"]
+                arrays = {name: ds[()] for name, ds in _walk(g["optimizer"])} if "optimizer" in g else {}
+                record.checkpoint = Checkpoint(int(g.attrs["epoch"]), g["theta"][()],
+                                               int(g.attrs["optimizer_step"]), arrays,
+                                               json.loads(g.attrs["rng_state"]))
+            record.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        except (KeyError, ValueError, TypeError, ConfigError) as err:
+            raise RunFileError(f"incomplete or damaged run file {path}: {err}") from None
+    return record
+
+
+def _walk(group, prefix=""):
+    for name, item in group.items():
+        if isinstance(item, h5py.Group):
+            yield from _walk(item, f"{prefix}{name}/")
+        else:
+            yield f"{prefix}{name}", item

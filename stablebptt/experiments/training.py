@@ -1,0 +1,158 @@
+"""The training loop of the reference: fixed-order batches, then train- and test-set losses."""
+
+import os
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..adjoint.modes import parse_mode
+from .optim import clip_gradient, make_optimizer, state_arrays
+from .presets import build_task
+from .results import METRICS, Checkpoint, RunRecord, read_run, write_run
+
+
+def single_threaded_blas():
+    """Context in which BLAS (the controllers' matrix products) runs on one thread.
+
+    The per-step products are small (batch x 100 x 100); on 2 cores a second BLAS thread costs
+    more in synchronisation than it gains (measured ~2x slower per epoch).
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _batches(data, batch_size):
+    """Consecutive batches in a fixed order, the last one possibly smaller (as ``tf.data.batch``)."""
+    return [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
+
+
+class Progress:
+    """A one-line progress display on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, total, label, quiet=False, stream=None):
+        self.total, self.label, self.quiet = total, label, quiet
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self._last_line = -1
+
+    def update(self, done, text=""):
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        line = f"{self.label} {done}/{self.total} [{elapsed:.0f}s<{eta:.0f}s] {text}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100)[:120])
+            if done == self.total:
+                self.stream.write("\n")
+        else:
+            decile = done * 10 // self.total
+            if decile == self._last_line and done != self.total:
+                return
+            self._last_line = decile
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class Trainer:
+    """Trains one run and keeps its file up to date. Build with :meth:`new` or :meth:`resume`."""
+
+    def __init__(self, config, path, task, theta, opt_state, rng, metrics, params_initial, epoch):
+        self.config = config
+        self.path = path
+        self.task = task
+        self.theta = theta
+        self.optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
+        self.opt_state = opt_state
+        self.rng = rng
+        self.metrics = metrics
+        self.params_initial = params_initial
+        self.epoch = epoch
+        self.mode = parse_mode(config.mode)
+
+    @classmethod
+    def new(cls, config, path):
+        task = build_task(config)
+        rng = np.random.default_rng(config.seed)
+        theta = task.controller.init(rng, np.dtype(config.dtype))
+        optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
+        initial = {k: v.copy() for k, v in task.controller.views(theta).items()}
+        trainer = cls(config, path, task, theta, optimizer.init(theta), rng,
+                      {name: [] for name in METRICS}, initial, 0)
+        trainer.save("running")
+        return trainer
+
+    @classmethod
+    def resume(cls, path, epochs=None):
+        """Continue the run in ``path`` from its checkpoint (optionally to a new total of epochs)."""
+        record = read_run(path)
+        config = record.config
+        if epochs is not None:
+            config = type(config)(**{**config.to_dict(), "epochs": epochs}).validated()
+        task = build_task(config)
+        ck = record.checkpoint
+        task.train, task.test = record.train, record.test
+        optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
+        theta = ck.theta.copy()
+        opt_state = optimizer.init(theta)
+        opt_state.step = ck.optimizer_step
+        for name, value in ck.optimizer_arrays.items():
+            setattr(opt_state, name, value.copy())
+        rng = np.random.default_rng()
+        rng.bit_generator.state = ck.rng_state
+        metrics = {name: list(record.metrics[name][:ck.epoch]) for name in METRICS}
+        return cls(config, os.fspath(path), task, theta, opt_state, rng, metrics,
+                   record.params_initial, ck.epoch)
+
+    @property
+    def finished(self):
+        return self.epoch >= self.config.epochs
+
+    def save(self, status):
+        views = self.task.controller.views(self.theta)
+        record = RunRecord(
+            config=self.config, status=status,
+            metrics={k: v[:self.epoch] for k, v in self.metrics.items()},
+            train=self.task.train, test=self.task.test, params_initial=self.params_initial,
+            params_final={k: v.copy() for k, v in views.items()},
+            checkpoint=Checkpoint(self.epoch, self.theta.copy(), self.opt_state.step,
+                                  state_arrays(self.opt_state), self.rng.bit_generator.state))
+        write_run(self.path, record)
+
+    def train_epoch(self):
+        """One epoch: an update per batch in fixed order, then the full train and test losses."""
+        cfg, problem = self.config, self.task.problem
+        wall0 = time.perf_counter()
+        losses, sizes, cosines, update_time = [], [], [], 0.0
+        for batch in _batches(self.task.train, cfg.batch_size):
+            t0 = time.perf_counter()
+            result = problem.gradient(self.theta, batch, self.mode)
+            grad = result.grad
+            sizes.append(float(np.sum(np.square(grad, dtype=np.float64))))
+            clipped = clip_gradient(grad, cfg.clip, cfg.clip_value)
+            self.optimizer.update(self.theta, clipped, self.opt_state)
+            update_time += time.perf_counter() - t0
+            losses.append(result.loss)
+            cosines.append(result.cosine)
+        values = dict(
+            batch_loss=float(np.mean(losses)), train_loss=problem.loss(self.theta, self.task.train),
+            test_loss=problem.loss(self.theta, self.task.test), grad_size=float(np.mean(sizes)),
+            cosine_similarity=float(np.mean(cosines)), epoch_time=update_time,
+            wall_time=time.perf_counter() - wall0)
+        for name, value in values.items():
+            self.metrics[name].append(value)
+        self.epoch += 1
+        return values
+
+    def run(self, quiet=False):
+        """Train to ``config.epochs``, checkpointing every ``checkpoint_every`` epochs and at the end."""
+        progress = Progress(self.config.epochs, os.path.basename(self.path), quiet)
+        while not self.finished:
+            values = self.train_epoch()
+            if self.epoch % self.config.checkpoint_every == 0 and not self.finished:
+                self.save("running")
+            progress.update(self.epoch, f"test loss {values['test_loss']:.4g}")
+        self.save("finished")
+        return self.metrics
