@@ -13,6 +13,7 @@ Every write builds the complete file next to the target and renames it over the 
 (``os.replace``), so a reader or a killed process only ever sees the previous or the new snapshot.
 """
 
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class RunRecord:
 def write_run(path, record):
     """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = os.fspath(path)
+    for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a process killed mid-write
+        os.remove(stale)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:

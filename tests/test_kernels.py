@@ -1,0 +1,99 @@
+"""Every kernel against finite differences and the dot-product test (float64), and naive references."""
+
+import numpy as np
+import pytest
+
+from stablebptt.adjoint import check_controller, check_simulator
+from stablebptt.controllers import MLP
+from stablebptt.sims import CartPole, Shift
+
+import naive
+
+
+def _assert_ok(results):
+    assert results, "no checks ran"
+    for r in results:
+        assert r.ok, f"{r.name}: error {r.error:.2e} > {r.tolerance:.0e}"
+
+
+@pytest.mark.parametrize("poles", [1, 2, 3, 4])
+def test_cartpole_step_and_loss_adjoints(poles, rng):
+    sim = CartPole(poles=poles)
+    x = sim.sample(5, np.random.RandomState(poles)).astype(np.float64)
+    x += 0.3 * rng.standard_normal(x.shape)  # away from the sampler's ranges too
+    c = 3.0 * rng.standard_normal((5, 1))
+    _assert_ok(check_simulator(sim, x, c, rng))
+
+
+def test_toy_simulator_adjoints(rng):
+    _assert_ok(check_simulator(Shift(), rng.standard_normal((4, 1)), rng.standard_normal((4, 1)), rng))
+
+
+@pytest.mark.parametrize("depth,bias", [(0, True), (1, False), (2, True), (3, True)])
+def test_mlp_adjoints(depth, bias, rng):
+    ctrl = MLP(6, 2, width=9, depth=depth, bias=bias)
+    theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
+    _assert_ok(check_controller(ctrl, theta, rng.standard_normal((4, 6)), rng))
+
+
+def test_check_detects_a_wrong_adjoint(rng):
+    """The checker itself must fail on a broken vjp (a check that cannot fail is no check)."""
+    from stablebptt.adjoint import check_vjp
+
+    a = rng.standard_normal((3, 3))
+    results = check_vjp("wrong", lambda x: a @ x, lambda w: a @ w, rng.standard_normal(3), rng)
+    assert not any(r.ok for r in results)
+
+
+@pytest.mark.parametrize("poles", [1, 3])
+def test_cartpole_step_matches_reference_equations(poles):
+    sim = CartPole(poles=poles, dt=0.01)
+    x = sim.sample(7, np.random.RandomState(0)).astype(np.float64)
+    c = np.linspace(-2, 2, 7)[:, None]
+    out = np.zeros_like(x)
+    sim.step(sim.params, x, c, out)
+    expected = naive.cartpole_step(x.reshape(7, poles + 1, 2), c[:, 0], 0.01).reshape(7, -1)
+    np.testing.assert_allclose(out, expected, rtol=1e-13, atol=1e-13)
+
+
+def test_cartpole_sampler_reproduces_reference_draws():
+    sim = CartPole(poles=2)
+    states = sim.sample(256, np.random.RandomState(42)).reshape(256, 3, 2)
+    np.random.seed(42)
+    ref = np.random.rand(256, 3, 2).astype(np.float32) * 2 - 1
+    ref[:, 1:, 0] = np.pi + ref[:, 1:, 0] * np.pi / 6
+    np.testing.assert_array_equal(states, ref)
+    assert np.all(np.abs(states[:, 1:, 0] - np.pi) <= np.pi / 6 + 1e-6)
+    assert np.all(np.abs(states[:, 0, :]) <= 1) and np.all(np.abs(states[:, 1:, 1]) <= 1)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_mlp_forward_matches_keras_layout(dtype, rtol, rng):
+    ctrl = MLP(4, 1, width=10, depth=2)
+    theta = ctrl.init(rng, dtype) + dtype(0.1)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    c = np.zeros((5, 1), dtype)
+    ctrl.forward(theta, ctrl.spec, x, np.zeros(ctrl.acts_size(5), dtype), 0, 1, c)
+    weights = list(ctrl.views(theta.astype(np.float64)).values())
+    np.testing.assert_allclose(c, naive.mlp_forward(weights, x.astype(np.float64)), rtol=rtol, atol=rtol)
+
+
+def test_mlp_init_is_glorot_with_zero_biases_and_optional_zero_output(rng):
+    ctrl = MLP(6, 1, width=100, depth=2, zero_last=True)
+    views = ctrl.views(ctrl.init(rng))
+    assert [k for k in views] == ["dense_0/kernel", "dense_0/bias", "dense_1/kernel", "dense_1/bias",
+                                  "dense_2/kernel", "dense_2/bias"]
+    assert views["dense_1/kernel"].shape == (100, 100)
+    limit = np.sqrt(6 / 200)
+    assert 0.9 * limit < np.abs(views["dense_1/kernel"]).max() <= limit
+    assert not np.any(views["dense_0/bias"]) and not np.any(views["dense_2/kernel"])
+    assert np.any(MLP(6, 1, zero_last=False).views(MLP(6, 1).init(rng))["dense_2/kernel"])
+
+
+def test_float32_tanh_approximation_is_accurate():
+    from stablebptt.controllers._dense import add_bias_tanh
+
+    x = np.linspace(-12, 12, 100001).astype(np.float32).reshape(1, -1)
+    y = x.copy()
+    add_bias_tanh(y, np.zeros(1, np.float32), 0, True)
+    assert np.max(np.abs(y - np.tanh(x.astype(np.float64)))) < 5e-7

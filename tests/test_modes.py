@@ -1,0 +1,101 @@
+"""Each gradient mode against finite differences of the frozen-trajectory function that defines it."""
+
+import numpy as np
+import pytest
+
+from stablebptt.adjoint import (Mode, Problem, check_modes, combine_gradients, parse_mode,
+                                toy_problem_gradients)
+from stablebptt.controllers import MLP, Quadratic
+from stablebptt.sims import CartPole, Shift
+
+
+@pytest.mark.parametrize("poles,loss_mode,rho", [(1, "FINAL", 0.0), (2, "CONTINUOUS", 0.0),
+                                                 (4, "FINAL", 0.0), (1, "CONTINUOUS", 0.1)])
+def test_modes_match_frozen_trajectory_differences(poles, loss_mode, rho, rng):
+    sim = CartPole(poles=poles)
+    ctrl = MLP(sim.state_dim, 1, width=12, depth=2)
+    theta = ctrl.init(rng, np.float64)
+    x0 = sim.sample(3, np.random.RandomState(0)).astype(np.float64)
+    problem = Problem(sim, ctrl, 15, loss_mode, rho=rho)
+    results = check_modes(problem, theta, x0, rng, n_directions=5)
+    assert len(results) == 5
+    for r in results:
+        assert r.ok, f"{r.name}: {r.error:.2e}"
+
+
+def test_modes_differ_from_each_other(rng):
+    """R, M, N, S are four different gradients on a closed-loop problem (else the test above is weak)."""
+    sim = CartPole(poles=2)
+    ctrl = MLP(sim.state_dim, 1, width=12, depth=2)
+    theta = ctrl.init(rng, np.float64)
+    problem = Problem(sim, ctrl, 15)
+    x0 = sim.sample(3, np.random.RandomState(0)).astype(np.float64)
+    grads = {m: problem.gradient(theta, x0, m).grad for m in "RMNS"}
+    for a in "RMNS":
+        for b in "RMNS":
+            if a < b:
+                assert not np.allclose(grads[a], grads[b], rtol=1e-6, atol=0), (a, b)
+
+
+def test_toy_closed_form():
+    problem = Problem(Shift(target=2.0), Quadratic(), 4)
+    x0 = np.array([[-0.3]])
+    for theta in ([0.3, -0.5], [1.0, 0.5], [-0.2, 0.1]):
+        theta = np.array(theta)
+        loss, expected = toy_problem_gradients(theta)
+        assert problem.loss(theta, x0) == pytest.approx(loss, rel=1e-14)
+        for mode in "RM":
+            np.testing.assert_allclose(problem.gradient(theta, x0, mode).grad, expected[mode], rtol=1e-12)
+    # by hand at theta = (0, 0): x stays at -0.3, dL/dtheta = (x - y) * N * (x^2, x) for both modes
+    zero = np.zeros(2)
+    by_hand = (-0.3 - 2.0) * 4 * np.array([0.09, -0.3])
+    for mode in "RM":
+        np.testing.assert_allclose(problem.gradient(zero, x0, mode).grad, by_hand, rtol=1e-14)
+
+
+def test_combination_rule():
+    g_m = np.array([1.0, -2.0, 3.0, 0.0, -1.0, 2.0], dtype=np.float32)
+    g_r = np.array([5.0, 1.0, 0.5, 0.0, -7.0, 0.0], dtype=np.float32)
+    combined = combine_gradients(g_m, g_r)
+    np.testing.assert_array_equal(combined, [1.0, 0.0, 3.0, 0.0, -1.0, 0.0])
+    assert combined.dtype == np.float32
+
+
+def test_combined_mode_uses_one_forward_pass_and_the_rule(rng):
+    sim = CartPole(poles=1)
+    ctrl = MLP(sim.state_dim, 1, width=8, depth=2)
+    theta = ctrl.init(rng, np.float32)
+    x0 = sim.sample(4, np.random.RandomState(1))
+    problem = Problem(sim, ctrl, 20)
+    c = problem.gradient(theta, x0, "C")
+    r = problem.gradient(theta, x0, "R")
+    m = problem.gradient(theta, x0, "M")
+    np.testing.assert_array_equal(c.grad_regular, r.grad)
+    np.testing.assert_array_equal(c.grad_modified, m.grad)
+    np.testing.assert_array_equal(c.grad, combine_gradients(m.grad, r.grad))
+    assert -1.0 <= c.cosine <= 1.0 and c.cosine != 0.0
+
+
+@pytest.mark.parametrize("name,mode", [("regular", Mode.REGULAR), ("F", Mode.REGULAR), ("R", Mode.REGULAR),
+                                       ("modified", Mode.MODIFIED), ("P", Mode.MODIFIED),
+                                       ("combined", Mode.COMBINED), ("s", Mode.STOPPED),
+                                       ("network", Mode.NETWORK)])
+def test_parse_mode(name, mode):
+    assert parse_mode(name) is mode
+
+
+def test_parse_mode_rejects_unknown():
+    with pytest.raises(ValueError, match="'X'"):
+        parse_mode("X")
+
+
+def test_float32_gradient_close_to_float64(rng):
+    sim = CartPole(poles=2)
+    ctrl = MLP(sim.state_dim, 1, width=16, depth=2)
+    theta = ctrl.init(rng, np.float64)
+    x0 = sim.sample(4, np.random.RandomState(3)).astype(np.float64)
+    problem = Problem(sim, ctrl, 30)
+    for mode in "RMS":
+        g64 = problem.gradient(theta, x0, mode).grad
+        g32 = problem.gradient(theta.astype(np.float32), x0.astype(np.float32), mode).grad
+        assert np.max(np.abs(g32 - g64)) <= 1e-3 * np.max(np.abs(g64))
