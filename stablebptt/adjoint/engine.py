@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, types
+from numba.core.types.function_type import CompileResultWAP
 
 from .contract import (FLOAT_TYPES, forward_sig, function_type, loss_grad_sig, loss_sig,
                        param_grad_sig, step_sig, step_vjp_sig, vjp_sig)
@@ -103,6 +104,18 @@ def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, s
 
 LOSS_MODES = ("FINAL", "CONTINUOUS")
 
+_NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
+
+
+def compiled_kernel(dispatcher, make_sig, dtype):
+    """The compiled ``dtype`` variant of a contract kernel as a first-class function value.
+
+    Handing Numba the dispatcher itself would make it look the machine-code address up again on
+    every call into the engine (~35 us per kernel); this wrapper holds the address once.
+    """
+    sig = make_sig(_NUMBA_FLOAT[np.dtype(dtype)])
+    return CompileResultWAP(dispatcher.overloads[sig.args])
+
 
 def stage_weights(n_steps, loss_mode, reduction="sum"):
     """Weights ``w_n`` (n = 0..N) of the stage losses: FINAL = {N}, CONTINUOUS = {1..N}.
@@ -161,6 +174,23 @@ class Problem:
         self.params = np.ascontiguousarray(sim.params, dtype=np.float64)
         self.spec = controller.spec
         self._buffers = {}
+        self._kernels = {}
+
+    def _kernels_for(self, dtype):
+        """The seven contract kernels compiled for ``dtype``, as the engine's function arguments."""
+        key = np.dtype(dtype).str
+        if key not in self._kernels:
+            sim, ctrl = self.sim, self.controller
+            self._kernels[key] = dict(
+                step=compiled_kernel(sim.step, step_sig, dtype),
+                step_vjp=compiled_kernel(sim.step_vjp, step_vjp_sig, dtype),
+                loss=compiled_kernel(sim.loss, loss_sig, dtype),
+                loss_grad=compiled_kernel(sim.loss_grad, loss_grad_sig, dtype),
+                forward=compiled_kernel(ctrl.forward, forward_sig, dtype),
+                vjp=compiled_kernel(ctrl.vjp, vjp_sig, dtype),
+                param_grad=compiled_kernel(ctrl.param_grad, param_grad_sig, dtype),
+            )
+        return self._kernels[key]
 
     def _buffers_for(self, batch, dtype, keep_acts):
         key = (batch, np.dtype(dtype).str, keep_acts)
@@ -192,8 +222,9 @@ class Problem:
         theta, x0 = self._check(theta, x0)
         buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
         buf["xs"][0] = x0
-        value = _rollout(self.sim.step, self.sim.loss, self.controller.forward, self.params, theta,
-                         self.spec, self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        k = self._kernels_for(theta.dtype)
+        value = _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
+                         self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
         return value, buf["xs"].copy(), buf["cs"].copy()
 
     def loss(self, theta, x0):
@@ -201,8 +232,9 @@ class Problem:
         theta, x0 = self._check(theta, x0)
         buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
         buf["xs"][0] = x0
-        return _rollout(self.sim.step, self.sim.loss, self.controller.forward, self.params, theta,
-                        self.spec, self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        k = self._kernels_for(theta.dtype)
+        return _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
+                        self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
 
     def gradient(self, theta, x0, mode):
         """The loss and the parameter gradient of ``mode`` (R, M, N, S or C) for a batch."""
@@ -214,9 +246,9 @@ class Problem:
         combined = mode is Mode.COMBINED
         g = np.zeros_like(theta)
         g_m = np.zeros_like(theta) if combined else np.zeros(0, theta.dtype)
-        value = _bptt(self.sim.step, self.sim.step_vjp, self.sim.loss, self.sim.loss_grad,
-                      self.controller.forward, self.controller.vjp, self.controller.param_grad,
-                      self.params, theta, self.spec, self.weights, self.rho, a, b, combined,
+        k = self._kernels_for(theta.dtype)
+        value = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"], k["vjp"],
+                      k["param_grad"], self.params, theta, self.spec, self.weights, self.rho, a, b, combined,
                       buf["xs"], buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g, g_m)
         if combined:
             return Gradient(value, combine_gradients(g_m, g), grad_regular=g, grad_modified=g_m)

@@ -1,0 +1,116 @@
+"""Cart-pole epoch timings: modes R M C S, 1 and 4 poles, float32 and float64, one thread.
+
+Epoch times are the best of ``--repeats`` epochs per config, configs timed in turns. An epoch is the reference's: 32 updates of batch 8 (100 steps each) and the loss of the 256 train
+and 256 test states. The "roofline ratio" is the epoch time over the time numpy needs for the
+epoch's matrix products, each timed at its own shape on one thread (what the controller's dense
+algebra alone would cost). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from stablebptt.experiments import Trainer, preset, single_threaded_blas
+
+MODES = ("R", "M", "C", "S")
+
+
+def matmul_shapes(config, n_inputs, n_sweeps):
+    """``(count, (m, k, n))`` of every matrix product in one epoch of the MLP controller."""
+    b, w, n = config.batch_size, config.width, config.n_steps
+    updates = -(-config.n_data // b)
+    rows = n * b
+    layers = [(n_inputs, w)] + [(w, w)] * (config.depth - 1) + [(w, 1)]
+    shapes = []
+    for k_in, k_out in layers:
+        shapes.append((updates * n, (b, k_in, k_out)))                      # forward
+        shapes.append((updates * n * n_sweeps, (b, k_out, k_in)))           # vjp: delta W^T
+        shapes.append((updates * n_sweeps, (k_in, rows, k_out)))            # parameter gradient
+        shapes.append((2 * n, (config.n_data, k_in, k_out)))                # train + test loss
+    return shapes
+
+
+def time_matmul(m, k, n, dtype, min_time=0.1):
+    a = np.random.rand(m, k).astype(dtype)
+    bmat = np.random.rand(k, n).astype(dtype)
+    out = np.empty((m, n), dtype)
+    best, spent = np.inf, 0.0
+    while spent < min_time:  # best of several batches of 50 calls, like the epochs
+        start = time.perf_counter()
+        for _ in range(50):
+            np.matmul(a, bmat, out=out)
+        batch = time.perf_counter() - start
+        best, spent = min(best, batch / 50), spent + batch
+    return best
+
+
+def time_epochs(configs, repeats):
+    """Best epoch time of each config; the configs take turns so that machine noise hits all alike."""
+    trainers = {key: Trainer.new(config, _scratch()) for key, config in configs.items()}
+    for trainer in trainers.values():
+        trainer.train_epoch()  # compile / warm up
+    times = {key: [] for key in configs}
+    for _ in range(repeats):
+        for key, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.train_epoch()
+            times[key].append(time.perf_counter() - t0)
+    return {key: min(t) for key, t in times.items()}
+
+
+def _scratch():
+    import tempfile
+    return tempfile.mkstemp(suffix=".h5")[1]
+
+
+def first_epoch_seconds():
+    """Process start to the end of the first epoch, with the Numba cache warm (run it twice)."""
+    code = ("import time; t=time.perf_counter();"
+            "from stablebptt.experiments import Trainer, preset, single_threaded_blas;"
+            "import tempfile; p=tempfile.mkstemp(suffix='.h5')[1];"
+            "tr=Trainer.new(preset('cartpole', poles=1, mode='R', epochs=1), p);"
+            "ctx=single_threaded_blas(); ctx.__enter__(); tr.train_epoch();"
+            "print(time.perf_counter()-t)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    start = time.perf_counter()
+    inner = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True).stdout)
+    return time.perf_counter() - start, inner
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="epochs timed per config (best counts)")
+    parser.add_argument("--poles", default="1,4")
+    args = parser.parse_args()
+    rows = []
+    with single_threaded_blas():
+        for poles in map(int, args.poles.split(",")):
+            for dtype in ("float32", "float64"):
+                configs = {mode: preset("cartpole", poles=poles, mode=mode, dtype=dtype, epochs=10**6,
+                                         checkpoint_every=10**6) for mode in MODES}
+                epoch = time_epochs(configs, args.repeats)
+                for mode, config in configs.items():
+                    shapes = matmul_shapes(config, 2 * (poles + 1), 2 if mode == "C" else 1)
+                    matmul_time = sum(count * time_matmul(*shape, dtype) for count, shape in shapes)
+                    flops = sum(count * 2 * m * k * n for count, (m, k, n) in shapes)
+                    rows.append((poles, dtype, mode, epoch[mode], matmul_time, flops))
+                rows.append((poles, dtype, "C/R", epoch["C"] / epoch["R"], None, None))
+    print(f"{'poles':>5} {'dtype':>8} {'mode':>4} {'epoch ms':>9} {'matmul ms':>10} "
+          f"{'GFLOP':>6} {'roofline':>8}")
+    for poles, dtype, mode, t, mm, flops in rows:
+        if mm is None:
+            print(f"{poles:5d} {dtype:>8} {mode:>4} {t:9.2f}  (cost ratio)")
+        else:
+            print(f"{poles:5d} {dtype:>8} {mode:>4} {t * 1e3:9.1f} {mm * 1e3:10.1f} "
+                  f"{flops / 1e9:6.2f} {t / mm:8.2f}")
+    outer, inner = first_epoch_seconds()
+    print(f"first epoch incl. start-up with a warm Numba cache: {outer:.2f} s "
+          f"(inside Python: {inner:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
