@@ -10,10 +10,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numba import njit
+
 from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 # indices into the parameter vector
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _pole_acceleration(th, td, force, g, m, total_mass, length):
+    """One pole's angular acceleration and the intermediates its adjoint reuses."""
+    cos = np.cos(th)
+    sin = np.sin(th)
+    sintd2 = sin * td * td
+    a = (force + m * length * sintd2) / total_mass
+    bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
+    tdd = (g * sin - cos * a) / bb
+    return cos, sin, sintd2, a, bb, tdd
 
 
 @kernel(step_sig)
@@ -27,12 +41,7 @@ def cartpole_step(p, x, c, x_next):
         for i in range(n_poles):
             th = x[b, 2 + 2 * i]
             td = x[b, 3 + 2 * i]
-            cos = np.cos(th)
-            sin = np.sin(th)
-            sintd2 = sin * td * td
-            a = (force + ml * sintd2) / total_mass
-            bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
-            tdd = (g * sin - cos * a) / bb
+            cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
             csum += sintd2 - tdd * cos
             td_new = td + dt * tdd
             x_next[b, 3 + 2 * i] = td_new
@@ -61,12 +70,7 @@ def cartpole_step_vjp(p, x, c, lam_next, dx, dc):
             th = x[b, 2 + 2 * i]
             td = x[b, 3 + 2 * i]
             # recompute this pole's forward intermediates
-            cos = np.cos(th)
-            sin = np.sin(th)
-            sintd2 = sin * td * td
-            a = (force + ml * sintd2) / total_mass
-            bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
-            tdd = (g * sin - cos * a) / bb
+            cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
             # th_new = th + dt*td_new, td_new = td + dt*tdd
             g_td_new = lam_next[b, 3 + 2 * i] + dt * lam_next[b, 2 + 2 * i]
             g_th = lam_next[b, 2 + 2 * i]
