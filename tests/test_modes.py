@@ -99,3 +99,21 @@ def test_float32_gradient_close_to_float64(rng):
         g64 = problem.gradient(theta, x0, mode).grad
         g32 = problem.gradient(theta.astype(np.float32), x0.astype(np.float32), mode).grad
         assert np.max(np.abs(g32 - g64)) <= 1e-3 * np.max(np.abs(g64))
+
+
+def test_same_numbers_whatever_the_blas_thread_count(rng):
+    from threadpoolctl import threadpool_limits
+
+    sim = CartPole(poles=2)
+    ctrl = MLP(sim.state_dim, 1, width=100, depth=2)
+    theta = ctrl.init(rng, np.float32)
+    x0 = sim.sample(256, np.random.RandomState(0))
+    problem = Problem(sim, ctrl, 20)
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            results.append((problem.gradient(theta, x0[:8], "C"), problem.loss(theta, x0)))
+    (a, loss_a), (b, loss_b) = results
+    np.testing.assert_array_equal(a.grad_regular, b.grad_regular)
+    np.testing.assert_array_equal(a.grad_modified, b.grad_modified)
+    assert loss_a == loss_b
