@@ -49,3 +49,66 @@ def keras_adam(theta, grads, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
         v = beta2 * v + (1 - beta2) * g * g
         theta = theta - lr_t * m / (np.sqrt(v) + eps)
     return theta
+
+
+def guidance_step(state, control, n_drivers, dt, eps=0.1, c_evade=15.0, c_fric_ev=4.0,
+                  c_flock=0.2, d_flock=0.5, c_spread=0.2, c_fric_dr=1.0):
+    """The reference's driver-evader Euler step, one pair at a time.
+
+    ``state`` (B, agents, 2, 2) = position/velocity x spatial; ``control`` (B, n_drivers, 2).
+    """
+    x, v = state[:, :, 0, :], state[:, :, 1, :]
+    n_agents = x.shape[1]
+    acc = np.zeros_like(x)
+
+    def dist(r):
+        return eps + np.sqrt(np.sum(r * r, axis=-1, keepdims=True))
+
+    centre = x[:, n_drivers:].sum(axis=1)
+    for j in range(n_drivers):
+        cv = x[:, j] - centre
+        orth = np.stack([-cv[:, 1], cv[:, 0]], axis=-1)
+        acc[:, j] += control[:, j, :1] * cv + control[:, j, 1:] * orth - c_fric_dr * v[:, j]
+        for i in range(n_drivers):
+            if i != j:
+                r = x[:, j] - x[:, i]
+                acc[:, j] += c_spread * r / dist(r) ** 2
+    for k in range(n_drivers, n_agents):
+        acc[:, k] -= c_fric_ev * v[:, k]
+        for i in range(n_drivers):
+            r = x[:, i] - x[:, k]
+            acc[:, k] += c_evade * (-1.0 / dist(r) ** 2) * r
+        for i in range(n_drivers, n_agents):
+            if i != k:
+                r = x[:, i] - x[:, k]
+                d = dist(r)
+                acc[:, k] += c_flock * ((d_flock / d - 1.0) / d) * r
+    out = np.empty_like(state)
+    out[:, :, 0, :] = x + dt * v
+    out[:, :, 1, :] = v + dt * acc
+    return out
+
+
+def guidance_data(n, n_drivers, n_evaders, seed=42):
+    """The reference's data generator (2n states drawn at once, split into train and test)."""
+    rng = np.random.RandomState(seed)
+    states = np.zeros((2 * n, n_drivers + n_evaders, 2, 2), dtype=np.float32)
+
+    def annulus(rmin, rmax):
+        s1 = rng.rand(2 * n).astype(np.float32)
+        s2 = rng.rand(2 * n).astype(np.float32)
+        phi = 2 * np.pi * s1
+        r = (rmax - rmin) * s2 + rmin
+        return np.stack([r * np.cos(phi), r * np.sin(phi)], axis=-1)
+
+    def rectangle(lo, hi):
+        x = (hi - lo) * rng.rand(2 * n).astype(np.float32) + lo
+        y = (hi - lo) * rng.rand(2 * n).astype(np.float32) + lo
+        return np.stack([x, y], axis=-1)
+
+    for k in range(n_drivers):
+        states[:, k, 0, :] = annulus(3, 4)
+    centre = annulus(1, 2)
+    for k in range(n_evaders):
+        states[:, n_drivers + k, 0, :] = centre + rectangle(-0.5, 0.5)
+    return states[:n], states[n:]

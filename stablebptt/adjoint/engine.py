@@ -22,15 +22,18 @@ from .contract import (FLOAT_TYPES, forward_sig, function_type, loss_grad_sig, l
 from .modes import Mode, combine_gradients, cosine_similarity, parse_mode
 
 
+_LOSSES = types.UniTuple(types.float64, 2)
+
+
 def _rollout_sig(T):
-    return types.float64(
+    return _LOSSES(
         function_type(step_sig, T), function_type(loss_sig, T), function_type(forward_sig, T),
         types.float64[::1], T[::1], types.int64[::1], types.float64[::1], types.float64,
         T[:, :, ::1], T[:, :, ::1], T[::1], types.int64)
 
 
 def _bptt_sig(T):
-    return types.float64(
+    return _LOSSES(
         function_type(step_sig, T), function_type(step_vjp_sig, T), function_type(loss_sig, T),
         function_type(loss_grad_sig, T), function_type(forward_sig, T), function_type(vjp_sig, T),
         function_type(param_grad_sig, T),
@@ -41,7 +44,8 @@ def _bptt_sig(T):
 
 @njit([_rollout_sig(T) for T in FLOAT_TYPES], cache=True, error_model="numpy")
 def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
-    """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the loss.
+    """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the
+    loss as ``(physics part, regularisation part)``.
 
     Activations go to step ``n % acts_nsteps`` of ``acts``: ``acts_nsteps = N`` keeps all of them for
     a backward sweep, ``1`` reuses one slot for a loss-only evaluation.
@@ -57,7 +61,7 @@ def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, ac
         if rho != 0.0:
             for v in cs[n].ravel():
                 reg += float(v) * float(v)
-    return total + rho * reg / cs.size
+    return total, rho * reg / cs.size
 
 
 @njit(cache=True, error_model="numpy")
@@ -92,14 +96,14 @@ def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, s
     modified gradient in ``g_m``: the combined mode's two gradients from one forward pass.
     """
     n_steps, batch, _ = cs.shape
-    value = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, n_steps)
+    losses = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, n_steps)
     inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
     _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas)
     param_grad(theta, spec, inputs, acts, deltas, n_steps, g)
     if with_modified:
         _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, 1.0, 0.0, xs, cs, acts, deltas_m)
         param_grad(theta, spec, inputs, acts, deltas_m, n_steps, g_m)
-    return value
+    return losses
 
 
 LOSS_MODES = ("FINAL", "CONTINUOUS")
@@ -136,9 +140,11 @@ def stage_weights(n_steps, loss_mode, reduction="sum"):
 
 @dataclass
 class Gradient:
-    """Result of one batch: the loss, the gradient handed to the optimiser, and for C its parts."""
+    """Result of one batch: the loss (and its physics part, without the control regulariser), the
+    gradient handed to the optimiser, and for C its two parts."""
 
     loss: float
+    physics_loss: float
     grad: np.ndarray
     grad_regular: np.ndarray = None
     grad_modified: np.ndarray = None
@@ -217,24 +223,28 @@ class Problem:
             raise ValueError(f"states must have {self.sim.state_dim} entries, got {x0.shape[1]}")
         return theta, x0
 
-    def rollout(self, theta, x0):
-        """Loss and the stored trajectory ``(loss, states (N+1, B, S), controls (N, B, C))`` (copies)."""
+    def _forward(self, theta, x0):
         theta, x0 = self._check(theta, x0)
         buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
         buf["xs"][0] = x0
         k = self._kernels_for(theta.dtype)
-        value = _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
-                         self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
-        return value, buf["xs"].copy(), buf["cs"].copy()
+        physics, reg = _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
+                                self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        return physics, reg, buf
+
+    def rollout(self, theta, x0):
+        """Loss and the stored trajectory ``(loss, states (N+1, B, S), controls (N, B, C))`` (copies)."""
+        physics, reg, buf = self._forward(theta, x0)
+        return physics + reg, buf["xs"].copy(), buf["cs"].copy()
+
+    def losses(self, theta, x0):
+        """``(loss, physics part without the control regulariser)`` of a batch, forward only."""
+        physics, reg, _ = self._forward(theta, x0)
+        return physics + reg, physics
 
     def loss(self, theta, x0):
         """The loss of a batch of initial states, forward only."""
-        theta, x0 = self._check(theta, x0)
-        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
-        buf["xs"][0] = x0
-        k = self._kernels_for(theta.dtype)
-        return _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
-                        self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        return self.losses(theta, x0)[0]
 
     def gradient(self, theta, x0, mode):
         """The loss and the parameter gradient of ``mode`` (R, M, N, S or C) for a batch."""
@@ -247,9 +257,11 @@ class Problem:
         g = np.zeros_like(theta)
         g_m = np.zeros_like(theta) if combined else np.zeros(0, theta.dtype)
         k = self._kernels_for(theta.dtype)
-        value = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"], k["vjp"],
-                      k["param_grad"], self.params, theta, self.spec, self.weights, self.rho, a, b, combined,
-                      buf["xs"], buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g, g_m)
+        physics, reg = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"],
+                             k["vjp"], k["param_grad"], self.params, theta, self.spec, self.weights,
+                             self.rho, a, b, combined, buf["xs"], buf["cs"], buf["acts"],
+                             buf["deltas"], buf["deltas_m"], g, g_m)
         if combined:
-            return Gradient(value, combine_gradients(g_m, g), grad_regular=g, grad_modified=g_m)
-        return Gradient(value, g)
+            return Gradient(physics + reg, physics, combine_gradients(g_m, g), grad_regular=g,
+                            grad_modified=g_m)
+        return Gradient(physics + reg, physics, g)

@@ -32,7 +32,13 @@ def _add_run_options(p):
     defaults = RunConfig()
     p.add_argument("task", nargs="?", help="task preset: " + "; ".join(
         f"{k}: {v}" for k, v in PRESET_HELP.items()))
-    p.add_argument("--poles", type=int, help=f"number of poles (default {defaults.poles})")
+    p.add_argument("--poles", type=int, help=f"cartpole: number of poles (default {defaults.poles})")
+    p.add_argument("--drivers", type=int, help="guidance: number of drivers (default 2)")
+    p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
+    p.add_argument("--regularization", "--rho", dest="rho", type=float,
+                   help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
+    p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
+                   help="guidance: the point the evaders are herded to (default 0 0)")
     p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
                    "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
     p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
@@ -62,7 +68,7 @@ def _add_run_options(p):
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-_CONFIG_OPTIONS = ("poles", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
+_CONFIG_OPTIONS = ("poles", "drivers", "evaders", "rho", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
                    "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
                    "n_steps", "loss_mode", "seed", "dtype", "checkpoint_every")
 
@@ -105,6 +111,8 @@ def cmd_run(args):
         if args.task is None:
             raise UsageError("run needs a TASK (one of: " + ", ".join(PRESETS) + ") or --resume FILE")
         overrides = {k: getattr(args, k) for k in _CONFIG_OPTIONS}
+        if args.target is not None:
+            overrides["target_x"], overrides["target_y"] = args.target
         config = preset(args.task, **overrides)
         _writable_folder(args.out)
         path = os.path.join(args.out, (args.name or config.run_name()) + ".h5")

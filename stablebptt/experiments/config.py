@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..adjoint.modes import parse_mode
 from .optim import CLIP_MODES, OPTIMIZERS
 
-TASKS = ("cartpole",)
+TASKS = ("cartpole", "guidance")
 DTYPES = ("float32", "float64")
 
 
@@ -18,6 +18,11 @@ class ConfigError(ValueError):
 class RunConfig:
     task: str = "cartpole"
     poles: int = 1
+    drivers: int = 2
+    evaders: int = 4
+    target_x: float = 0.0
+    target_y: float = 0.0
+    rho: float = 0.0
     mode: str = "C"
     clip: str = "norm"
     clip_value: float = 1.0
@@ -52,6 +57,9 @@ class RunConfig:
             raise ConfigError(str(err)) from None
         checks = [
             ("poles", self.poles >= 1, "must be >= 1"),
+            ("drivers", self.drivers >= 1, "must be >= 1"),
+            ("evaders", self.evaders >= 1, "must be >= 1"),
+            ("rho", self.rho >= 0, "must be >= 0"),
             ("lr", self.lr > 0, "must be > 0"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
@@ -92,5 +100,11 @@ class RunConfig:
 
     def run_name(self):
         """A file stem derived from the settings that distinguish runs of a sweep."""
-        return (f"{self.task}_p{self.poles}_{self.mode}_clip-{self.clip}_lr{self.lr:g}"
+        if self.task == "guidance":
+            system = f"d{self.drivers}e{self.evaders}_rho{self.rho:g}"
+            if (self.target_x, self.target_y) != (0.0, 0.0):
+                system += f"_target{self.target_x:g},{self.target_y:g}"
+        else:
+            system = f"p{self.poles}"
+        return (f"{self.task}_{system}_{self.mode}_clip-{self.clip}_lr{self.lr:g}"
                 f"_bs{self.batch_size}_s{self.seed}")

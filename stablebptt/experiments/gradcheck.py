@@ -6,9 +6,9 @@ from ..adjoint.check import (CheckResult, check_controller, check_modes, check_s
                              relative_error, toy_problem_gradients)
 from ..adjoint.engine import Problem
 from ..controllers import MLP, Quadratic
-from ..sims import CartPole, Shift
+from ..sims import CartPole, Guidance, Shift
 
-GRADCHECK_TASKS = ("cartpole", "toy")
+GRADCHECK_TASKS = ("cartpole", "guidance", "toy")
 
 
 def gradcheck_cartpole(rng, poles=(1, 3), n_steps=20, batch=3, width=16, depth=2):
@@ -26,6 +26,31 @@ def gradcheck_cartpole(rng, poles=(1, 3), n_steps=20, batch=3, width=16, depth=2
         for loss_mode in ("FINAL", "CONTINUOUS"):
             problem = Problem(sim, ctrl, n_steps, loss_mode)
             results += _prefixed(f"{n_poles} pole(s) {loss_mode}",
+                                 check_modes(problem, theta, x, rng, n_directions=6))
+    return results
+
+
+def gradcheck_guidance(rng, counts=((2, 4), (1, 1), (3, 2)), n_steps=15, batch=3, width=16, depth=2):
+    """Step, loss and MLP adjoints for several driver/evader counts (one batch with two agents
+    nearly on top of each other), then all modes with the regulariser on."""
+    results = []
+    for drivers, evaders in counts:
+        sim = Guidance(drivers=drivers, evaders=evaders)
+        label = f"{drivers} driver(s) {evaders} evader(s)"
+        x = sim.sample(batch, np.random.RandomState(int(rng.integers(2**31)))).astype(np.float64)
+        x += 0.1 * rng.standard_normal(x.shape)  # moving agents, not only the sampler's rest state
+        close = x.copy()
+        close[:, 4:6] = close[:, 0:2] + 0.02 * rng.standard_normal((batch, 2))  # agent 1 on agent 0
+        c = rng.standard_normal((batch, sim.control_dim))
+        results += _prefixed(label, check_simulator(sim, x, c, rng))
+        if drivers + evaders > 1:
+            results += _prefixed(label + " close pair", check_simulator(sim, close, c, rng))
+        ctrl = MLP(sim.state_dim, sim.control_dim, width, depth)
+        theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
+        results += _prefixed(label, check_controller(ctrl, theta, x, rng))
+        for loss_mode, rho in (("CONTINUOUS", 0.1), ("FINAL", 0.0)):
+            problem = Problem(sim, ctrl, n_steps, loss_mode, rho=rho)
+            results += _prefixed(f"{label} {loss_mode} rho={rho:g}",
                                  check_modes(problem, theta, x, rng, n_directions=6))
     return results
 
@@ -48,7 +73,8 @@ def run_gradcheck(tasks, seed=0):
     rng = np.random.default_rng(seed)
     results = []
     for task in tasks:
-        results += _prefixed(task, {"cartpole": gradcheck_cartpole, "toy": gradcheck_toy}[task](rng))
+        checks = {"cartpole": gradcheck_cartpole, "guidance": gradcheck_guidance, "toy": gradcheck_toy}
+        results += _prefixed(task, checks[task](rng))
     return results
 
 

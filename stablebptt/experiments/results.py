@@ -25,12 +25,15 @@ from .config import ConfigError, RunConfig
 
 FORMAT = "stablebptt-run"
 FORMAT_VERSION = 1
-METRICS = ("batch_loss", "train_loss", "test_loss", "grad_size", "cosine_similarity",
-           "epoch_time", "wall_time")
+METRICS = ("batch_loss", "train_loss", "test_loss", "batch_physics_loss", "train_physics_loss",
+           "test_physics_loss", "grad_size", "cosine_similarity", "epoch_time", "wall_time")
 METRIC_HELP = {
     "batch_loss": "mean loss of the epoch's batches (before each update)",
     "train_loss": "loss of the whole training set after the epoch",
     "test_loss": "loss of the whole test set after the epoch",
+    "batch_physics_loss": "batch_loss without the control regulariser rho mean(c^2)",
+    "train_physics_loss": "train_loss without the control regulariser",
+    "test_physics_loss": "test_loss without the control regulariser",
     "grad_size": "mean over batches of the squared L2 norm of the gradient handed to the optimiser, before clipping",
     "cosine_similarity": "mean over batches of cos(g_M, g_R) (combined mode only, else 0)",
     "epoch_time": "seconds spent in the epoch's updates (as the reference times it)",

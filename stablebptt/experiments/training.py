@@ -125,7 +125,7 @@ class Trainer:
         """One epoch: an update per batch in fixed order, then the full train and test losses."""
         cfg, problem = self.config, self.task.problem
         wall0 = time.perf_counter()
-        losses, sizes, cosines, update_time = [], [], [], 0.0
+        losses, physics, sizes, cosines, update_time = [], [], [], [], 0.0
         for batch in _batches(self.task.train, cfg.batch_size):
             t0 = time.perf_counter()
             result = problem.gradient(self.theta, batch, self.mode)
@@ -135,10 +135,14 @@ class Trainer:
             self.optimizer.update(self.theta, clipped, self.opt_state)
             update_time += time.perf_counter() - t0
             losses.append(result.loss)
+            physics.append(result.physics_loss)
             cosines.append(result.cosine)
+        train_loss, train_physics = problem.losses(self.theta, self.task.train)
+        test_loss, test_physics = problem.losses(self.theta, self.task.test)
         values = dict(
-            batch_loss=float(np.mean(losses)), train_loss=problem.loss(self.theta, self.task.train),
-            test_loss=problem.loss(self.theta, self.task.test), grad_size=float(np.mean(sizes)),
+            batch_loss=float(np.mean(losses)), train_loss=train_loss, test_loss=test_loss,
+            batch_physics_loss=float(np.mean(physics)), train_physics_loss=train_physics,
+            test_physics_loss=test_physics, grad_size=float(np.mean(sizes)),
             cosine_similarity=float(np.mean(cosines)), epoch_time=update_time,
             wall_time=time.perf_counter() - wall0)
         for name, value in values.items():

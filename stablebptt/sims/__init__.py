@@ -1,6 +1,7 @@
 """Simulators: parameters, step / step_vjp kernels, stage loss / loss_grad, initial-state samplers."""
 
 from .cartpole import CartPole
+from .guidance import Guidance
 from .toy import Shift
 
-__all__ = ["CartPole", "Shift"]
+__all__ = ["CartPole", "Guidance", "Shift"]

@@ -163,3 +163,7 @@ class CartPole:
         states = rng.rand(n, self.poles + 1, 2).astype(np.float32) * 2 - 1
         states[:, 1:, 0] = np.pi + states[:, 1:, 0] * np.pi / 6
         return states.reshape(n, self.state_dim)
+
+    def datasets(self, n, rng):
+        """Train and test sets as the reference draws them: n train states, then n test states."""
+        return self.sample(n, rng), self.sample(n, rng)

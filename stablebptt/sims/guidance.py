@@ -1,0 +1,278 @@
+"""Guidance by repulsion: drivers herd evaders in 2-D (the reference's driver-evader system).
+
+State ``(B, 4*(n_drivers+n_evaders))``: the row-major flattening of ``(B, agents, 2, 2)`` =
+per agent ``(x, y, vx, vy)``, drivers first. Control ``(B, 2*n_drivers)``: per driver two
+coefficients, along ``driver - sum of evader positions`` (the reference sums, it does not average)
+and along that vector turned by 90 degrees. Explicit Euler: positions move with the old velocities.
+
+Pair forces have the form ``phi(d) r`` with ``d = eps + |r|``:
+
+- evaders are repelled by every driver: ``c_evade * phi(d) (x_driver - x_evader)``, ``phi = -1/d^2``;
+- evaders flock: on evader k from i, ``c_flock ((d_flock/d - 1)/d) (x_i - x_k)``;
+- drivers spread: on driver j from i, ``c_spread (x_j - x_i) / d^2``;
+- friction ``-c_fric v`` on both (the reference's ``c_drive`` is unused, so it is absent here).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+
+# parameter vector layout
+(_DT, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR,
+ _TARGET_X, _TARGET_Y) = range(11)
+_SPREAD, _EVADE, _FLOCK = 0, 1, 2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _phi(kind, d, d_flock):
+    """The radial profile of a pair force and its derivative in ``d``."""
+    if kind == _SPREAD:
+        return 1.0 / (d * d), -2.0 / (d * d * d)
+    if kind == _EVADE:
+        return -1.0 / (d * d), 2.0 / (d * d * d)
+    return (d_flock / d - 1.0) / d, -2.0 * d_flock / (d * d * d) + 1.0 / (d * d)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _pair_force(kind, rx, ry, eps, d_flock):
+    norm = np.sqrt(rx * rx + ry * ry)
+    phi, _ = _phi(kind, eps + norm, d_flock)
+    return phi * rx, phi * ry
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _pair_force_vjp(kind, rx, ry, wx, wy, eps, d_flock):
+    """Cotangent of ``r`` for ``F = phi(eps + |r|) r`` and the force cotangent ``w``."""
+    norm = np.sqrt(rx * rx + ry * ry)
+    phi, dphi = _phi(kind, eps + norm, d_flock)
+    gx, gy = phi * wx, phi * wy
+    if norm > 0.0:  # d|r|/dr = r/|r|; at r = 0 the radial term vanishes with r
+        radial = dphi * (rx * wx + ry * wy) / norm
+        gx += radial * rx
+        gy += radial * ry
+    return gx, gy
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _accelerations(p, x, c, b, acc):
+    """Accelerations of all agents of sample ``b`` into ``acc`` (agents, 2)."""
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[1] // 4
+    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    cx, cy = 0.0, 0.0
+    for k in range(n_dr, n_agents):
+        cx += x[b, 4 * k]
+        cy += x[b, 4 * k + 1]
+    for j in range(n_dr):
+        vx, vy = x[b, 4 * j] - cx, x[b, 4 * j + 1] - cy
+        c0, c1 = c[b, 2 * j], c[b, 2 * j + 1]
+        ax = c0 * vx - c1 * vy - p[_C_FRIC_DR] * x[b, 4 * j + 2]
+        ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[b, 4 * j + 3]
+        for i in range(n_dr):
+            if i != j:
+                fx, fy = _pair_force(_SPREAD, x[b, 4 * j] - x[b, 4 * i],
+                                     x[b, 4 * j + 1] - x[b, 4 * i + 1], eps, d_flock)
+                ax += p[_C_SPREAD] * fx
+                ay += p[_C_SPREAD] * fy
+        acc[j, 0], acc[j, 1] = ax, ay
+    for k in range(n_dr, n_agents):
+        ax = -p[_C_FRIC_EV] * x[b, 4 * k + 2]
+        ay = -p[_C_FRIC_EV] * x[b, 4 * k + 3]
+        for i in range(n_dr):
+            fx, fy = _pair_force(_EVADE, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
+                                 eps, d_flock)
+            ax += p[_C_EVADE] * fx
+            ay += p[_C_EVADE] * fy
+        for i in range(n_dr, n_agents):
+            if i != k:
+                fx, fy = _pair_force(_FLOCK, x[b, 4 * i] - x[b, 4 * k],
+                                     x[b, 4 * i + 1] - x[b, 4 * k + 1], eps, d_flock)
+                ax += p[_C_FLOCK] * fx
+                ay += p[_C_FLOCK] * fy
+        acc[k, 0], acc[k, 1] = ax, ay
+
+
+@kernel(step_sig)
+def guidance_step(p, x, c, x_next):
+    dt = p[_DT]
+    n_agents = x.shape[1] // 4
+    acc = np.empty((n_agents, 2))
+    for b in range(x.shape[0]):
+        _accelerations(p, x, c, b, acc)
+        for a in range(n_agents):
+            x_next[b, 4 * a] = x[b, 4 * a] + dt * x[b, 4 * a + 2]
+            x_next[b, 4 * a + 1] = x[b, 4 * a + 1] + dt * x[b, 4 * a + 3]
+            x_next[b, 4 * a + 2] = x[b, 4 * a + 2] + dt * acc[a, 0]
+            x_next[b, 4 * a + 3] = x[b, 4 * a + 3] + dt * acc[a, 1]
+
+
+@kernel(step_vjp_sig)
+def guidance_step_vjp(p, x, c, lam_next, dx, dc):
+    dt = p[_DT]
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[1] // 4
+    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    for b in range(x.shape[0]):
+        # x' = x + dt v (old v), v' = v + dt a(x, v, c)
+        for a in range(n_agents):
+            dx[b, 4 * a] = lam_next[b, 4 * a]
+            dx[b, 4 * a + 1] = lam_next[b, 4 * a + 1]
+            dx[b, 4 * a + 2] = lam_next[b, 4 * a + 2] + dt * lam_next[b, 4 * a]
+            dx[b, 4 * a + 3] = lam_next[b, 4 * a + 3] + dt * lam_next[b, 4 * a + 1]
+        cx, cy = 0.0, 0.0
+        for k in range(n_dr, n_agents):
+            cx += x[b, 4 * k]
+            cy += x[b, 4 * k + 1]
+        g_cx, g_cy = 0.0, 0.0  # cotangent of the evaders' position sum
+        for j in range(n_dr):
+            gax, gay = dt * lam_next[b, 4 * j + 2], dt * lam_next[b, 4 * j + 3]
+            dx[b, 4 * j + 2] -= p[_C_FRIC_DR] * gax
+            dx[b, 4 * j + 3] -= p[_C_FRIC_DR] * gay
+            # control force c0 v + c1 rot90(v), v = x_j - sum of evaders
+            vx, vy = x[b, 4 * j] - cx, x[b, 4 * j + 1] - cy
+            c0, c1 = c[b, 2 * j], c[b, 2 * j + 1]
+            dc[b, 2 * j] = gax * vx + gay * vy
+            dc[b, 2 * j + 1] = -gax * vy + gay * vx
+            gvx = c0 * gax + c1 * gay
+            gvy = c0 * gay - c1 * gax
+            dx[b, 4 * j] += gvx
+            dx[b, 4 * j + 1] += gvy
+            g_cx -= gvx
+            g_cy -= gvy
+            for i in range(n_dr):
+                if i != j:
+                    rx, ry = _pair_force_vjp(_SPREAD, x[b, 4 * j] - x[b, 4 * i],
+                                             x[b, 4 * j + 1] - x[b, 4 * i + 1],
+                                             p[_C_SPREAD] * gax, p[_C_SPREAD] * gay, eps, d_flock)
+                    dx[b, 4 * j] += rx
+                    dx[b, 4 * j + 1] += ry
+                    dx[b, 4 * i] -= rx
+                    dx[b, 4 * i + 1] -= ry
+        for k in range(n_dr, n_agents):
+            gax, gay = dt * lam_next[b, 4 * k + 2], dt * lam_next[b, 4 * k + 3]
+            dx[b, 4 * k] += g_cx
+            dx[b, 4 * k + 1] += g_cy
+            dx[b, 4 * k + 2] -= p[_C_FRIC_EV] * gax
+            dx[b, 4 * k + 3] -= p[_C_FRIC_EV] * gay
+            for i in range(n_dr):
+                rx, ry = _pair_force_vjp(_EVADE, x[b, 4 * i] - x[b, 4 * k],
+                                         x[b, 4 * i + 1] - x[b, 4 * k + 1],
+                                         p[_C_EVADE] * gax, p[_C_EVADE] * gay, eps, d_flock)
+                dx[b, 4 * i] += rx
+                dx[b, 4 * i + 1] += ry
+                dx[b, 4 * k] -= rx
+                dx[b, 4 * k + 1] -= ry
+            for i in range(n_dr, n_agents):
+                if i != k:
+                    rx, ry = _pair_force_vjp(_FLOCK, x[b, 4 * i] - x[b, 4 * k],
+                                             x[b, 4 * i + 1] - x[b, 4 * k + 1],
+                                             p[_C_FLOCK] * gax, p[_C_FLOCK] * gay, eps, d_flock)
+                    dx[b, 4 * i] += rx
+                    dx[b, 4 * i + 1] += ry
+                    dx[b, 4 * k] -= rx
+                    dx[b, 4 * k + 1] -= ry
+
+
+@kernel(loss_sig)
+def guidance_loss(p, x):
+    """Mean squared distance of the evaders to the target (mean over batch, evaders and axes)."""
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[1] // 4
+    total = 0.0
+    for b in range(x.shape[0]):
+        for k in range(n_dr, n_agents):
+            total += (x[b, 4 * k] - p[_TARGET_X]) ** 2 + (x[b, 4 * k + 1] - p[_TARGET_Y]) ** 2
+    return total / (x.shape[0] * (n_agents - n_dr) * 2)
+
+
+@kernel(loss_grad_sig)
+def guidance_loss_grad(p, x, scale, gx):
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[1] // 4
+    w = 2.0 * scale / (x.shape[0] * (n_agents - n_dr) * 2)
+    for b in range(x.shape[0]):
+        for k in range(n_dr, n_agents):
+            gx[b, 4 * k] += w * (x[b, 4 * k] - p[_TARGET_X])
+            gx[b, 4 * k + 1] += w * (x[b, 4 * k + 1] - p[_TARGET_Y])
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Driver-evader system; defaults are the reference's constants (T = 4 over 60 steps)."""
+
+    drivers: int = 2
+    evaders: int = 4
+    dt: float = 4.0 / 60
+    epsilon: float = 0.1
+    c_evade: float = 15.0
+    c_friction_evader: float = 4.0
+    c_flock: float = 0.2
+    d_flock: float = 0.5
+    c_spread: float = 0.2
+    c_friction_driver: float = 1.0
+    target: tuple = (0.0, 0.0)
+
+    name = "guidance"
+    # the reference's CONTINUOUS loss is a mean over time too
+    continuous_reduction = "mean"
+
+    step = staticmethod(guidance_step)
+    step_vjp = staticmethod(guidance_step_vjp)
+    loss = staticmethod(guidance_loss)
+    loss_grad = staticmethod(guidance_loss_grad)
+
+    def __post_init__(self):
+        if self.drivers < 1:
+            raise ValueError(f"drivers must be >= 1, got {self.drivers}")
+        if self.evaders < 1:
+            raise ValueError(f"evaders must be >= 1, got {self.evaders}")
+        if len(self.target) != 2:
+            raise ValueError(f"target must be a point (x, y), got {self.target}")
+
+    @property
+    def state_dim(self):
+        return 4 * (self.drivers + self.evaders)
+
+    @property
+    def control_dim(self):
+        return 2 * self.drivers
+
+    @property
+    def params(self):
+        return np.array([self.dt, self.drivers, self.epsilon, self.c_evade, self.c_friction_evader,
+                         self.c_flock, self.d_flock, self.c_spread, self.c_friction_driver,
+                         self.target[0], self.target[1]], dtype=np.float64)
+
+    def sample(self, n, rng):
+        """The reference sampler: drivers in the annulus 3-4, the evaders' centre in the annulus 1-2,
+        each evader within +-0.5 of it, all at rest (float32, ``rng`` a legacy RandomState)."""
+        def rand():
+            return rng.rand(n).astype(np.float32)
+
+        def annulus(r_min, r_max):
+            phi = 2 * np.pi * rand()
+            r = (r_max - r_min) * rand() + r_min
+            return np.stack([r * np.cos(phi), r * np.sin(phi)], axis=-1)
+
+        def square(half):
+            return np.stack([2 * half * rand() - half, 2 * half * rand() - half], axis=-1)
+
+        states = np.zeros((n, self.drivers + self.evaders, 2, 2), dtype=np.float32)
+        for k in range(self.drivers):
+            states[:, k, 0, :] = annulus(3, 4)
+        centre = annulus(1, 2)
+        for k in range(self.evaders):
+            states[:, self.drivers + k, 0, :] = centre + square(0.5)
+        return states.reshape(n, self.state_dim)
+
+    def datasets(self, n, rng):
+        """Train and test sets as the reference draws them: 2n states at once, split in halves."""
+        states = self.sample(2 * n, rng)
+        return states[:n], states[n:]
+
+    def positions(self, states):
+        """``(..., agents, 2)`` positions of flat states ``(..., S)``."""
+        return states.reshape(states.shape[:-1] + (self.drivers + self.evaders, 2, 2))[..., 0, :]
