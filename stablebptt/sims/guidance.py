@@ -57,6 +57,17 @@ def _pair_force_vjp(kind, rx, ry, wx, wy, eps, d_flock):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _pair_force_vjp_scatter(kind, x, dx, b, i, k, wx, wy, eps, d_flock):
+    """Adjoint of a force ``phi(d) (x_i - x_k)`` with cotangent ``w``: into ``dx`` of agents i, k."""
+    rx, ry = _pair_force_vjp(kind, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
+                             wx, wy, eps, d_flock)
+    dx[b, 4 * i] += rx
+    dx[b, 4 * i + 1] += ry
+    dx[b, 4 * k] -= rx
+    dx[b, 4 * k + 1] -= ry
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _accelerations(p, x, c, b, acc):
     """Accelerations of all agents of sample ``b`` into ``acc`` (agents, 2)."""
     n_dr = int(p[_N_DRIVERS])
@@ -144,13 +155,8 @@ def guidance_step_vjp(p, x, c, lam_next, dx, dc):
             g_cy -= gvy
             for i in range(n_dr):
                 if i != j:
-                    rx, ry = _pair_force_vjp(_SPREAD, x[b, 4 * j] - x[b, 4 * i],
-                                             x[b, 4 * j + 1] - x[b, 4 * i + 1],
-                                             p[_C_SPREAD] * gax, p[_C_SPREAD] * gay, eps, d_flock)
-                    dx[b, 4 * j] += rx
-                    dx[b, 4 * j + 1] += ry
-                    dx[b, 4 * i] -= rx
-                    dx[b, 4 * i + 1] -= ry
+                    _pair_force_vjp_scatter(_SPREAD, x, dx, b, j, i, p[_C_SPREAD] * gax,
+                                            p[_C_SPREAD] * gay, eps, d_flock)
         for k in range(n_dr, n_agents):
             gax, gay = dt * lam_next[b, 4 * k + 2], dt * lam_next[b, 4 * k + 3]
             dx[b, 4 * k] += g_cx
@@ -158,22 +164,12 @@ def guidance_step_vjp(p, x, c, lam_next, dx, dc):
             dx[b, 4 * k + 2] -= p[_C_FRIC_EV] * gax
             dx[b, 4 * k + 3] -= p[_C_FRIC_EV] * gay
             for i in range(n_dr):
-                rx, ry = _pair_force_vjp(_EVADE, x[b, 4 * i] - x[b, 4 * k],
-                                         x[b, 4 * i + 1] - x[b, 4 * k + 1],
-                                         p[_C_EVADE] * gax, p[_C_EVADE] * gay, eps, d_flock)
-                dx[b, 4 * i] += rx
-                dx[b, 4 * i + 1] += ry
-                dx[b, 4 * k] -= rx
-                dx[b, 4 * k + 1] -= ry
+                _pair_force_vjp_scatter(_EVADE, x, dx, b, i, k, p[_C_EVADE] * gax,
+                                        p[_C_EVADE] * gay, eps, d_flock)
             for i in range(n_dr, n_agents):
                 if i != k:
-                    rx, ry = _pair_force_vjp(_FLOCK, x[b, 4 * i] - x[b, 4 * k],
-                                             x[b, 4 * i + 1] - x[b, 4 * k + 1],
-                                             p[_C_FLOCK] * gax, p[_C_FLOCK] * gay, eps, d_flock)
-                    dx[b, 4 * i] += rx
-                    dx[b, 4 * i + 1] += ry
-                    dx[b, 4 * k] -= rx
-                    dx[b, 4 * k + 1] -= ry
+                    _pair_force_vjp_scatter(_FLOCK, x, dx, b, i, k, p[_C_FLOCK] * gax,
+                                            p[_C_FLOCK] * gay, eps, d_flock)
 
 
 @kernel(loss_sig)
