@@ -1,4 +1,6 @@
-"""Cart-pole epoch timings: modes R M C S, 1 and 4 poles, float32 and float64, one thread.
+"""Epoch timings per task: modes R M C S, float32 and float64, one thread.
+
+``--task cartpole`` times 1 and 4 poles, ``--task guidance`` 2 drivers and 4 evaders.
 
 Epoch times are the best of ``--repeats`` epochs per config, configs timed in turns. An epoch is the reference's: 32 updates of batch 8 (100 steps each) and the loss of the 256 train
 and 256 test states. The "roofline ratio" is the epoch time over the time numpy needs for the
@@ -14,16 +16,19 @@ import time
 import numpy as np
 
 from stablebptt.experiments import Trainer, preset, single_threaded_blas
+from stablebptt.experiments.presets import build_simulator
 
 MODES = ("R", "M", "C", "S")
+VARIANTS = {"cartpole": [("1 pole", dict(poles=1)), ("4 poles", dict(poles=4))],
+            "guidance": [("2d/4e", dict(drivers=2, evaders=4))]}
 
 
-def matmul_shapes(config, n_inputs, n_sweeps):
+def matmul_shapes(config, n_inputs, n_outputs, n_sweeps):
     """``(count, (m, k, n))`` of every matrix product in one epoch of the MLP controller."""
     b, w, n = config.batch_size, config.width, config.n_steps
     updates = -(-config.n_data // b)
     rows = n * b
-    layers = [(n_inputs, w)] + [(w, w)] * (config.depth - 1) + [(w, 1)]
+    layers = [(n_inputs, w)] + [(w, w)] * (config.depth - 1) + [(w, n_outputs)]
     shapes = []
     for k_in, k_out in layers:
         shapes.append((updates * n, (b, k_in, k_out)))                      # forward
@@ -66,12 +71,12 @@ def _scratch():
     return tempfile.mkstemp(suffix=".h5")[1]
 
 
-def first_epoch_seconds():
+def first_epoch_seconds(task):
     """Process start to the end of the first epoch, with the Numba cache warm (run it twice)."""
     code = ("import time; t=time.perf_counter();"
             "from stablebptt.experiments import Trainer, preset, single_threaded_blas;"
             "import tempfile; p=tempfile.mkstemp(suffix='.h5')[1];"
-            "tr=Trainer.new(preset('cartpole', poles=1, mode='R', epochs=1), p);"
+            f"tr=Trainer.new(preset('{task}', mode='R', epochs=1), p);"
             "ctx=single_threaded_blas(); ctx.__enter__(); tr.train_epoch();"
             "print(time.perf_counter()-t)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -84,30 +89,33 @@ def first_epoch_seconds():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="epochs timed per config (best counts)")
-    parser.add_argument("--poles", default="1,4")
+    parser.add_argument("--task", choices=tuple(VARIANTS), default="cartpole")
+    parser.add_argument("--dtypes", default="float32,float64")
     args = parser.parse_args()
     rows = []
     with single_threaded_blas():
-        for poles in map(int, args.poles.split(",")):
-            for dtype in ("float32", "float64"):
-                configs = {mode: preset("cartpole", poles=poles, mode=mode, dtype=dtype, epochs=10**6,
-                                         checkpoint_every=10**6) for mode in MODES}
+        for label, overrides in VARIANTS[args.task]:
+            for dtype in args.dtypes.split(","):
+                configs = {mode: preset(args.task, mode=mode, dtype=dtype, epochs=10**6,
+                                        checkpoint_every=10**6, **overrides) for mode in MODES}
                 epoch = time_epochs(configs, args.repeats)
                 for mode, config in configs.items():
-                    shapes = matmul_shapes(config, 2 * (poles + 1), 2 if mode == "C" else 1)
+                    sim = build_simulator(config)
+                    shapes = matmul_shapes(config, sim.state_dim, sim.control_dim,
+                                           2 if mode == "C" else 1)
                     matmul_time = sum(count * time_matmul(*shape, dtype) for count, shape in shapes)
                     flops = sum(count * 2 * m * k * n for count, (m, k, n) in shapes)
-                    rows.append((poles, dtype, mode, epoch[mode], matmul_time, flops))
-                rows.append((poles, dtype, "C/R", epoch["C"] / epoch["R"], None, None))
-    print(f"{'poles':>5} {'dtype':>8} {'mode':>4} {'epoch ms':>9} {'matmul ms':>10} "
+                    rows.append((label, dtype, mode, epoch[mode], matmul_time, flops))
+                rows.append((label, dtype, "C/R", epoch["C"] / epoch["R"], None, None))
+    print(f"{'setting':>10} {'dtype':>8} {'mode':>4} {'epoch ms':>9} {'matmul ms':>10} "
           f"{'GFLOP':>6} {'roofline':>8}")
-    for poles, dtype, mode, t, mm, flops in rows:
+    for label, dtype, mode, t, mm, flops in rows:
         if mm is None:
-            print(f"{poles:5d} {dtype:>8} {mode:>4} {t:9.2f}  (cost ratio)")
+            print(f"{label:>10} {dtype:>8} {mode:>4} {t:9.2f}  (cost ratio)")
         else:
-            print(f"{poles:5d} {dtype:>8} {mode:>4} {t * 1e3:9.1f} {mm * 1e3:10.1f} "
+            print(f"{label:>10} {dtype:>8} {mode:>4} {t * 1e3:9.1f} {mm * 1e3:10.1f} "
                   f"{flops / 1e9:6.2f} {t / mm:8.2f}")
-    outer, inner = first_epoch_seconds()
+    outer, inner = first_epoch_seconds(args.task)
     print(f"first epoch incl. start-up with a warm Numba cache: {outer:.2f} s "
           f"(inside Python: {inner:.2f} s)")
 

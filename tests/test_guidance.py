@@ -133,3 +133,22 @@ def test_cli_guidance_run_and_gradcheck(tmp_path):
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     assert "0 failed" in check.stdout and "close pair" in check.stdout
+
+
+@pytest.mark.parametrize("task", ["guidance", "cartpole"])
+def test_trajectory_picture_from_a_run_file(task, tmp_path):
+    import matplotlib.image
+
+    from stablebptt.experiments.cli import main
+
+    overrides = dict(epochs=1, n_data=16, width=8, checkpoint_every=1)
+    if task == "cartpole":
+        overrides.update(poles=2, n_steps=20, time=0.2)
+    Trainer.new(preset(task, **overrides), str(tmp_path / "run.h5")).run(quiet=True)
+    assert main(["trajectories", str(tmp_path / "run.h5"), "--samples", "2",
+                 "--out", str(tmp_path / "pic.png")]) == 0
+    image = matplotlib.image.imread(tmp_path / "pic.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 200
+    assert image[..., :3].std() > 0.05  # something was drawn
+    assert main(["trajectories", str(tmp_path / "run.h5"), "--samples", "99"]) == 2
+    assert not (tmp_path / "run_trajectories_final.png").exists()

@@ -173,6 +173,14 @@ class MLP:
             off += size
         return out
 
+    def flatten(self, arrays, dtype=np.float32):
+        """The flat parameter vector from ``{name: array}`` in Keras layout (inverse of ``views``)."""
+        missing = [name for name, _ in self.layer_shapes() if name not in arrays]
+        if missing:
+            raise ValueError(f"missing parameter arrays: {', '.join(missing)}")
+        return np.concatenate([np.asarray(arrays[name], dtype=dtype).reshape(-1)
+                               for name, _ in self.layer_shapes()])
+
     def init(self, rng, dtype=np.float32):
         """Glorot-uniform kernels and zero biases, drawn from the numpy Generator ``rng``."""
         theta = np.zeros(self.n_params, dtype=dtype)

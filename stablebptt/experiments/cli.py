@@ -1,4 +1,4 @@
-"""The ``stablebptt`` command line: ``run``, ``gradcheck`` and ``inspect``.
+"""The ``stablebptt`` command line: ``run``, ``gradcheck``, ``inspect`` and ``trajectories``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, before any file is
 written; a failed gradient check exits with status 1.
@@ -81,6 +81,12 @@ def build_parser():
     g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
     g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
     g.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("trajectories", help="draw a run's controlled trajectories (PNG or PDF)")
+    t.add_argument("file")
+    t.add_argument("--out", help="image file (default: beside the run file, .png)")
+    t.add_argument("--samples", type=int, default=4, help="number of test states drawn (default 4)")
+    t.add_argument("--params", choices=("final", "initial"), default="final",
+                   help="the run's final (trained) or initial parameters")
     i = sub.add_parser("inspect", help="summarise a run file")
     i.add_argument("file")
     i.add_argument("--metrics", action="store_true", help="print the per-epoch metrics table")
@@ -157,10 +163,26 @@ def cmd_inspect(args):
     return 0
 
 
+def cmd_trajectories(args):
+    from .figures import plot_trajectories
+
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    record = read_run(args.file)  # a bad file is reported before anything is drawn
+    if args.samples > len(record.test):
+        raise UsageError(f"--samples={args.samples} exceeds the {len(record.test)} test states")
+    if args.out:
+        _writable_folder(os.path.dirname(os.path.abspath(args.out)))
+    print(plot_trajectories(args.file, args.out, args.samples, args.params))
+    return 0
+
+
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
-        return {"run": cmd_run, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect}[args.command](args)
+        commands = {"run": cmd_run, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect,
+                    "trajectories": cmd_trajectories}
+        return commands[args.command](args)
     except (UsageError, ConfigError, RunFileError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

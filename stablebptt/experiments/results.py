@@ -146,7 +146,10 @@ def read_run(path):
         try:
             config = RunConfig.from_dict(json.loads(f.attrs["config"]))
             record = RunRecord(config=config, status=str(f.attrs["status"]))
-            record.metrics = {name: f[f"metrics/{name}"][()] for name in METRICS}
+            epochs = int(f.attrs["epochs_done"])
+            # a metric added after the file was written reads as NaN
+            record.metrics = {name: f[f"metrics/{name}"][()] if name in f["metrics"]
+                              else np.full(epochs, np.nan) for name in METRICS}
             record.train = f["data/train"][()]
             record.test = f["data/test"][()]
             for key, target in (("params/initial", record.params_initial),
