@@ -2,6 +2,7 @@
 
 from .cartpole import CartPole
 from .guidance import Guidance
+from .quantum import Quantum
 from .toy import Shift
 
-__all__ = ["CartPole", "Guidance", "Shift"]
+__all__ = ["CartPole", "Guidance", "Quantum", "Shift"]
