@@ -1,6 +1,7 @@
 """Controllers: networks with forward and adjoint kernels over a flat Keras-layout parameter vector."""
 
+from .cnn import CNN
 from .mlp import MLP
 from .quadratic import Quadratic
 
-__all__ = ["MLP", "Quadratic"]
+__all__ = ["CNN", "MLP", "Quadratic"]

@@ -63,3 +63,11 @@ def add_bias_tanh(out, bias, use_bias, activate):
         flat = out.ravel()
         for i in range(flat.size):
             flat[i] = tanh(flat[i])
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def add_column_sums(delta, out):
+    """``out += delta.sum(axis=0)``: the gradient of a bias from its layer's cotangents."""
+    for i in range(delta.shape[0]):
+        for j in range(delta.shape[1]):
+            out[j] += delta[i, j]

@@ -15,7 +15,8 @@ import numpy as np
 from numba import njit
 
 from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
-from ._dense import add_bias_tanh
+from ._dense import add_bias_tanh, add_column_sums
+from ._params import FlatParameters, glorot_uniform
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -102,16 +103,13 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
         g[p0:p0 + n_in * n_out] += np.dot(h_prev.T, delta).ravel()
         if use_bias:
-            gb = g[p0 + n_in * n_out:p0 + n_in * n_out + n_out]
-            for i in range(rows):
-                for j in range(n_out):
-                    gb[j] += delta[i, j]
+            add_column_sums(delta, g[p0 + n_in * n_out:p0 + n_in * n_out + n_out])
         if k < n_layers:
             h_prev = acts[d0:d0 + rows * n_out].reshape(rows, n_out)
 
 
 @dataclass(frozen=True)
-class MLP:
+class MLP(FlatParameters):
     """A tanh multilayer perceptron ``n_inputs -> width x depth -> n_outputs``.
 
     ``zero_last`` zero-initialises the output kernel (the reference's ``--zero``); biases start at
@@ -153,10 +151,6 @@ class MLP:
                 shapes.append((f"dense_{k}/bias", (n_out,)))
         return shapes
 
-    @property
-    def n_params(self):
-        return sum(int(np.prod(shape)) for _, shape in self.layer_shapes())
-
     def acts_size(self, rows):
         """Length of the activation buffer for ``rows`` = steps x batch samples."""
         return rows * self.width * self.depth
@@ -164,30 +158,12 @@ class MLP:
     def deltas_size(self, rows):
         return rows * (self.width * self.depth + self.n_outputs)
 
-    def views(self, theta):
-        """Per-layer views into the flat parameters, Keras layout, as ``{name: array}``."""
-        out, off = {}, 0
-        for name, shape in self.layer_shapes():
-            size = int(np.prod(shape))
-            out[name] = theta[off:off + size].reshape(shape)
-            off += size
-        return out
-
-    def flatten(self, arrays, dtype=np.float32):
-        """The flat parameter vector from ``{name: array}`` in Keras layout (inverse of ``views``)."""
-        missing = [name for name, _ in self.layer_shapes() if name not in arrays]
-        if missing:
-            raise ValueError(f"missing parameter arrays: {', '.join(missing)}")
-        return np.concatenate([np.asarray(arrays[name], dtype=dtype).reshape(-1)
-                               for name, _ in self.layer_shapes()])
-
     def init(self, rng, dtype=np.float32):
         """Glorot-uniform kernels and zero biases, drawn from the numpy Generator ``rng``."""
         theta = np.zeros(self.n_params, dtype=dtype)
         views = self.views(theta)
         for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            limit = np.sqrt(6.0 / (n_in + n_out))
-            views[f"dense_{k}/kernel"][...] = rng.uniform(-limit, limit, size=(n_in, n_out))
+            views[f"dense_{k}/kernel"][...] = glorot_uniform(rng, (n_in, n_out), n_in, n_out)
         if self.zero_last:
             views[f"dense_{self.depth}/kernel"][...] = 0.0
         return theta

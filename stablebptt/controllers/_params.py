@@ -1,0 +1,34 @@
+"""Flat parameter vectors with named per-layer views in Keras layout (shared by the controllers)."""
+
+import numpy as np
+
+
+class FlatParameters:
+    """Mixin for controllers that define ``layer_shapes()``: ``[(name, shape), ...]`` in Keras order."""
+
+    @property
+    def n_params(self):
+        return sum(int(np.prod(shape)) for _, shape in self.layer_shapes())
+
+    def views(self, theta):
+        """Per-layer views into the flat parameters, Keras layout, as ``{name: array}``."""
+        out, off = {}, 0
+        for name, shape in self.layer_shapes():
+            size = int(np.prod(shape))
+            out[name] = theta[off:off + size].reshape(shape)
+            off += size
+        return out
+
+    def flatten(self, arrays, dtype=np.float32):
+        """The flat parameter vector from ``{name: array}`` in Keras layout (inverse of ``views``)."""
+        missing = [name for name, _ in self.layer_shapes() if name not in arrays]
+        if missing:
+            raise ValueError(f"missing parameter arrays: {', '.join(missing)}")
+        return np.concatenate([np.asarray(arrays[name], dtype=dtype).reshape(-1)
+                               for name, _ in self.layer_shapes()])
+
+
+def glorot_uniform(rng, shape, fan_in, fan_out):
+    """Keras' default kernel initialiser: uniform in +-sqrt(6 / (fan_in + fan_out))."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)

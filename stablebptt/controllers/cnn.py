@@ -1,0 +1,191 @@
+"""The reference's quantum-control CNN: Conv2D(W, (3, 2), stride 2, tanh) on the ``(Nx, 2)`` state,
+Conv1D(W, 3, stride 2, tanh), Dense(1), in Keras layout.
+
+The state is ``(Nx, 2)`` (real, imaginary) per point. The Conv2D's (3, 2) kernel spans both
+columns, so it is a 1-D convolution over positions with 6 inputs per window; its window for output
+``p`` is the 6 contiguous values ``x[4p : 4p+6]`` of the flat state. The Conv1D's window for output
+``q`` is positions ``2q .. 2q+2`` of the first layer: ``3W`` contiguous activations. Both layers are
+computed as one matrix product over copied windows (im2col). Convolutions always carry biases,
+as in the reference; ``bias`` switches only the dense layer's.
+
+``spec`` (int64): ``[nx, width, dense_bias, p1, p2]`` with ``p1, p2`` the two layers' output lengths.
+Work buffers are layer-major over all steps: ``H1 (rows*p1, W)``, ``H2 (rows*p2, W)`` and the
+cotangents ``d1, d2`` of the same shapes plus ``d3 (rows, 1)``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ..adjoint.contract import forward_sig, kernel, param_grad_sig, vjp_sig
+from ._dense import add_bias_tanh, add_column_sums
+from ._params import FlatParameters, glorot_uniform
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _layout(spec):
+    """``(nx, width, dense_bias, p1, p2)`` and the parameter offsets of each array."""
+    nx, w, bias, p1, p2 = spec[0], spec[1], spec[2], spec[3], spec[4]
+    k1 = 0
+    b1 = k1 + 6 * w
+    k2 = b1 + w
+    b2 = k2 + 3 * w * w
+    k3 = b2 + w
+    b3 = k3 + p2 * w
+    return nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3
+
+
+@njit(cache=True, error_model="numpy")
+def _windows(source, n_out, width, stride, out):
+    """im2col for stride-``stride`` windows of ``width`` contiguous values, ``n_out`` per row."""
+    rows = source.shape[0]
+    for r in range(rows):
+        for q in range(n_out):
+            start = q * stride
+            for i in range(width):
+                out[r * n_out + q, i] = source[r, start + i]
+
+
+@njit(cache=True, error_model="numpy")
+def _windows_add_back(windows, n_out, width, stride, out):
+    """Adjoint of ``_windows``: add each window's cotangent back where it was read from."""
+    rows = out.shape[0]
+    for r in range(rows):
+        for q in range(n_out):
+            start = q * stride
+            for i in range(width):
+                out[r, start + i] += windows[r * n_out + q, i]
+
+
+@kernel(forward_sig)
+def cnn_forward(theta, spec, x, acts, n, nsteps, c):
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    batch = x.shape[0]
+    rows = nsteps * batch
+    win1 = np.empty((batch * p1, 6), x.dtype)
+    _windows(x, p1, 6, 4, win1)
+    h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
+    np.dot(win1, theta[k1:b1].reshape(6, w), h1)
+    add_bias_tanh(h1, theta[b1:k2], 1, True)
+    win2 = np.empty((batch * p2, 3 * w), x.dtype)
+    _windows(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w, win2)
+    off2 = rows * p1 * w
+    h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
+    np.dot(win2, theta[k2:b2].reshape(3 * w, w), h2)
+    add_bias_tanh(h2, theta[b2:k3], 1, True)
+    np.dot(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), c)
+    add_bias_tanh(c, theta[b3:b3 + bias], bias, False)
+
+
+@kernel(vjp_sig)
+def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    batch = x.shape[0]
+    rows = nsteps * batch
+    off2 = rows * p1 * w
+    off3 = off2 + rows * p2 * w
+    h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
+    h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
+    d1 = deltas[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
+    d2 = deltas[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
+    d3 = deltas[off3 + n * batch:off3 + (n + 1) * batch].reshape(batch, 1)
+    d3[:, :] = mu
+    # dense -> second layer: d2 = (mu W3^T) * (1 - h2^2)
+    np.dot(mu, theta[k3:b3].reshape(p2 * w, 1).T, d2.reshape(batch, p2 * w))
+    d2 *= 1.0 - h2 * h2
+    # second layer -> first: windows' cotangents added back, then * (1 - h1^2)
+    g_win2 = np.dot(d2, theta[k2:b2].reshape(3 * w, w).T)
+    d1[:, :] = 0.0
+    _windows_add_back(g_win2, p2, 3 * w, 2 * w, d1.reshape(batch, p1 * w))
+    d1 *= 1.0 - h1 * h1
+    # first layer -> input
+    g_win1 = np.dot(d1, theta[k1:b1].reshape(6, w).T)
+    dx[:, :] = 0.0
+    _windows_add_back(g_win1, p1, 6, 4, dx)
+
+
+@kernel(param_grad_sig)
+def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    rows = xs.shape[0]
+    off2 = rows * p1 * w
+    off3 = off2 + rows * p2 * w
+    h1 = acts[:off2].reshape(rows, p1 * w)
+    h2 = acts[off2:off3].reshape(rows, p2 * w)
+    d1 = deltas[:off2].reshape(rows * p1, w)
+    d2 = deltas[off2:off3].reshape(rows * p2, w)
+    d3 = deltas[off3:off3 + rows].reshape(rows, 1)
+    win1 = np.empty((rows * p1, 6), xs.dtype)
+    _windows(xs, p1, 6, 4, win1)
+    g[k1:b1] += np.dot(win1.T, d1).ravel()
+    add_column_sums(d1, g[b1:k2])
+    win2 = np.empty((rows * p2, 3 * w), xs.dtype)
+    _windows(h1, p2, 3 * w, 2 * w, win2)
+    g[k2:b2] += np.dot(win2.T, d2).ravel()
+    add_column_sums(d2, g[b2:k3])
+    g[k3:b3] += np.dot(h2.T, d3).ravel()
+    if bias:
+        add_column_sums(d3, g[b3:b3 + 1])
+
+
+@dataclass(frozen=True)
+class CNN(FlatParameters):
+    """The reference's CNN for states of ``nx`` complex points; ``width`` filters per layer.
+
+    ``zero_last`` zero-initialises the dense kernel. The reference's ``--zero`` quirk zeroed only
+    the (already zero) dense bias, so its runs had a random dense kernel: ``zero_last=False``.
+    """
+
+    nx: int
+    width: int = 60
+    bias: bool = True
+    zero_last: bool = False
+
+    forward = staticmethod(cnn_forward)
+    vjp = staticmethod(cnn_vjp)
+    param_grad = staticmethod(cnn_param_grad)
+    n_outputs = 1
+
+    def __post_init__(self):
+        if self.nx < 7:
+            raise ValueError(f"the CNN needs nx >= 7 (two stride-2 convolutions), got {self.nx}")
+        if self.width < 1:
+            raise ValueError(f"CNN width must be >= 1, got {self.width}")
+
+    @property
+    def n_inputs(self):
+        return 2 * self.nx
+
+    @property
+    def lengths(self):
+        """Output lengths of the two convolutions (valid padding, stride 2)."""
+        p1 = (self.nx - 3) // 2 + 1
+        return p1, (p1 - 3) // 2 + 1
+
+    @property
+    def spec(self):
+        return np.array([self.nx, self.width, int(self.bias), *self.lengths], dtype=np.int64)
+
+    def layer_shapes(self):
+        w, (_, p2) = self.width, self.lengths
+        shapes = [("conv2d/kernel", (3, 2, 1, w)), ("conv2d/bias", (w,)),
+                  ("conv1d/kernel", (3, w, w)), ("conv1d/bias", (w,)), ("dense/kernel", (p2 * w, 1))]
+        return shapes + ([("dense/bias", (1,))] if self.bias else [])
+
+    def acts_size(self, rows):
+        return rows * sum(self.lengths) * self.width
+
+    def deltas_size(self, rows):
+        return rows * (sum(self.lengths) * self.width + 1)
+
+    def init(self, rng, dtype=np.float32):
+        """Glorot-uniform kernels (Keras fans: receptive field x channels), zero biases."""
+        w, (_, p2) = self.width, self.lengths
+        theta = np.zeros(self.n_params, dtype=dtype)
+        views = self.views(theta)
+        views["conv2d/kernel"][...] = glorot_uniform(rng, (3, 2, 1, w), 6, 6 * w)
+        views["conv1d/kernel"][...] = glorot_uniform(rng, (3, w, w), 3 * w, 3 * w)
+        if not self.zero_last:
+            views["dense/kernel"][...] = glorot_uniform(rng, (p2 * w, 1), p2 * w, 1)
+        return theta
