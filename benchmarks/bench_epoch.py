@@ -1,8 +1,10 @@
 """Epoch timings per task: modes R M C S, float32 and float64, one thread.
 
-``--task cartpole`` times 1 and 4 poles, ``--task guidance`` 2 drivers and 4 evaders.
+``--task cartpole`` times 1 and 4 poles, ``--task guidance`` 2 drivers and 4 evaders,
+``--task quantum`` the CNN on Nx = 32 over 128 steps.
 
-Epoch times are the best of ``--repeats`` epochs per config, configs timed in turns. An epoch is the reference's: 32 updates of batch 8 (100 steps each) and the loss of the 256 train
+Epoch times are the best of ``--repeats`` epochs per config, configs timed in turns. An epoch is
+the reference's: 32 updates of batch 8 and the loss of the 256 train
 and 256 test states. The "roofline ratio" is the epoch time over the time numpy needs for the
 epoch's matrix products, each timed at its own shape on one thread (what the controller's dense
 algebra alone would cost). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
@@ -16,25 +18,25 @@ import time
 import numpy as np
 
 from stablebptt.experiments import Trainer, preset, single_threaded_blas
-from stablebptt.experiments.presets import build_simulator
+from stablebptt.experiments.presets import build_task
 
 MODES = ("R", "M", "C", "S")
 VARIANTS = {"cartpole": [("1 pole", dict(poles=1)), ("4 poles", dict(poles=4))],
-            "guidance": [("2d/4e", dict(drivers=2, evaders=4))]}
+            "guidance": [("2d/4e", dict(drivers=2, evaders=4))],
+            "quantum": [("Nx=32", dict(nx=32))]}
 
 
-def matmul_shapes(config, n_inputs, n_outputs, n_sweeps):
-    """``(count, (m, k, n))`` of every matrix product in one epoch of the MLP controller."""
-    b, w, n = config.batch_size, config.width, config.n_steps
+def matmul_shapes(config, controller, n_sweeps):
+    """``(count, (m, k, n))`` of every matrix product in one epoch: forward, vector-Jacobian and
+    parameter-gradient products of the updates, and the forward products of the two evaluations."""
+    b, n = config.batch_size, config.n_steps
     updates = -(-config.n_data // b)
-    rows = n * b
-    layers = [(n_inputs, w)] + [(w, w)] * (config.depth - 1) + [(w, n_outputs)]
     shapes = []
-    for k_in, k_out in layers:
-        shapes.append((updates * n, (b, k_in, k_out)))                      # forward
-        shapes.append((updates * n * n_sweeps, (b, k_out, k_in)))           # vjp: delta W^T
-        shapes.append((updates * n_sweeps, (k_in, rows, k_out)))            # parameter gradient
-        shapes.append((2 * n, (config.n_data, k_in, k_out)))                # train + test loss
+    for r, k, m in controller.forward_products():
+        shapes.append((updates * n, (b * r, k, m)))                     # forward
+        shapes.append((updates * n * n_sweeps, (b * r, m, k)))          # vjp
+        shapes.append((updates * n_sweeps, (k, n * b * r, m)))          # parameter gradient
+        shapes.append((2 * n, (config.n_data * r, k, m)))               # train + test loss
     return shapes
 
 
@@ -100,8 +102,7 @@ def main():
                                         checkpoint_every=10**6, **overrides) for mode in MODES}
                 epoch = time_epochs(configs, args.repeats)
                 for mode, config in configs.items():
-                    sim = build_simulator(config)
-                    shapes = matmul_shapes(config, sim.state_dim, sim.control_dim,
+                    shapes = matmul_shapes(config, build_task(config).controller,
                                            2 if mode == "C" else 1)
                     matmul_time = sum(count * time_matmul(*shape, dtype) for count, shape in shapes)
                     flops = sum(count * 2 * m * k * n for count, (m, k, n) in shapes)

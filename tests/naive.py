@@ -112,3 +112,51 @@ def guidance_data(n, n_drivers, n_evaders, seed=42):
     for k in range(n_evaders):
         states[:, n_drivers + k, 0, :] = centre + rectangle(-0.5, 0.5)
     return states[:n], states[n:]
+
+
+def crank_nicolson_dense(psi, c, dt, dx):
+    """One Crank-Nicolson step of i psi_t = -psi_xx + c x psi with dense matrices (complex psi (Nx,))."""
+    nx = psi.shape[0]
+    x = dx * np.arange(1, nx + 1)
+    lap = (np.diag(np.full(nx - 1, 1.0), -1) - 2 * np.eye(nx) + np.diag(np.full(nx - 1, 1.0), 1)) / dx ** 2
+    h = -lap + np.diag(c * x)
+    return np.linalg.solve(np.eye(nx) + 0.5j * dt * h, (np.eye(nx) - 0.5j * dt * h) @ psi)
+
+
+def quantum_data(n, nx, w1, w2, seed=42):
+    """The reference's data.py in float64 after its float32 draws: (train, test) complex states."""
+    rng = np.random.RandomState(seed)
+    j = np.arange(nx + 2)
+    es = [np.sin(np.pi * k * j / (nx + 1)) for k in (1, 2)]
+    es = [(e / np.sqrt(np.sum(np.abs(e) ** 2)))[1:-1] for e in es]
+    c1 = rng.normal(size=(2 * n, 1)).astype(np.float32) * w1
+    c2 = rng.normal(size=(2 * n, 1)).astype(np.float32) * w2
+    p1 = rng.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
+    p2 = rng.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
+    norm = np.sqrt(c1 ** 2 + c2 ** 2)
+    states = c1 * np.exp(1j * p1) / norm * es[0] + c2 * np.exp(1j * p2) / norm * es[1]
+    return states[:n], states[n:]
+
+
+def cnn_forward(weights, state, bias=True):
+    """Keras Conv2D((3, 2), stride 2, tanh) -> Conv1D(3, stride 2, tanh) -> Dense(1), one loop per sum.
+
+    ``weights`` as get_weights(); ``state`` (B, Nx, 2).
+    """
+    k1, b1, k2, b2, k3 = weights[:5]
+    b3 = weights[5] if bias else np.zeros(1)
+    batch, nx, _ = state.shape
+    p1 = (nx - 3) // 2 + 1
+    p2 = (p1 - 3) // 2 + 1
+    h1 = np.zeros((batch, p1, k1.shape[-1]))
+    for p in range(p1):
+        for kh in range(3):
+            for kw in range(2):
+                h1[:, p] += state[:, 2 * p + kh, kw, None] * k1[kh, kw, 0]
+    h1 = np.tanh(h1 + b1)
+    h2 = np.zeros((batch, p2, k2.shape[-1]))
+    for q in range(p2):
+        for k in range(3):
+            h2[:, q] += h1[:, 2 * q + k] @ k2[k]
+    h2 = np.tanh(h2 + b2)
+    return h2.reshape(batch, -1) @ k3 + b3

@@ -135,7 +135,7 @@ def test_cli_guidance_run_and_gradcheck(tmp_path):
     assert "0 failed" in check.stdout and "close pair" in check.stdout
 
 
-@pytest.mark.parametrize("task", ["guidance", "cartpole"])
+@pytest.mark.parametrize("task", ["guidance", "cartpole", "quantum"])
 def test_trajectory_picture_from_a_run_file(task, tmp_path):
     import matplotlib.image
 
@@ -144,6 +144,8 @@ def test_trajectory_picture_from_a_run_file(task, tmp_path):
     overrides = dict(epochs=1, n_data=16, width=8, checkpoint_every=1)
     if task == "cartpole":
         overrides.update(poles=2, n_steps=20, time=0.2)
+    if task == "quantum":
+        overrides.update(nx=12, n_steps=20, time=1.0, width=4)
     Trainer.new(preset(task, **overrides), str(tmp_path / "run.h5")).run(quiet=True)
     assert main(["trajectories", str(tmp_path / "run.h5"), "--samples", "2",
                  "--out", str(tmp_path / "pic.png")]) == 0

@@ -173,6 +173,11 @@ class CNN(FlatParameters):
                   ("conv1d/kernel", (3, w, w)), ("conv1d/bias", (w,)), ("dense/kernel", (p2 * w, 1))]
         return shapes + ([("dense/bias", (1,))] if self.bias else [])
 
+    def forward_products(self):
+        """``(rows per sample, k, n)`` of each matrix product of one forward pass (FLOP counts)."""
+        (p1, p2), w = self.lengths, self.width
+        return [(p1, 6, w), (p2, 3 * w, w), (1, p2 * w, 1)]
+
     def acts_size(self, rows):
         return rows * sum(self.lengths) * self.width
 

@@ -151,6 +151,10 @@ class MLP(FlatParameters):
                 shapes.append((f"dense_{k}/bias", (n_out,)))
         return shapes
 
+    def forward_products(self):
+        """``(rows per sample, k, n)`` of each matrix product of one forward pass (FLOP counts)."""
+        return [(1, k, n) for k, n in zip(self.sizes[:-1], self.sizes[1:])]
+
     def acts_size(self, rows):
         """Length of the activation buffer for ``rows`` = steps x batch samples."""
         return rows * self.width * self.depth

@@ -37,6 +37,9 @@ def _add_run_options(p):
     p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
     p.add_argument("--regularization", "--rho", dest="rho", type=float,
                    help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
+    p.add_argument("--target-state", type=int, help="quantum: target eigenstate (default 3; paper 3, 4, 5)")
+    p.add_argument("--weighting", help="quantum: weights of eigenstates 1-2 in the data: 1-1 (default), 3-1, 7-1, 15-1")
+    p.add_argument("--nx", type=int, help="quantum: interior grid points (default 32)")
     p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
                    help="guidance: the point the evaders are herded to (default 0 0)")
     p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
@@ -68,7 +71,7 @@ def _add_run_options(p):
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-_CONFIG_OPTIONS = ("poles", "drivers", "evaders", "rho", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
+_CONFIG_OPTIONS = ("poles", "drivers", "evaders", "rho", "target_state", "weighting", "nx", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
                    "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
                    "n_steps", "loss_mode", "seed", "dtype", "checkpoint_every")
 

@@ -4,9 +4,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..adjoint.modes import parse_mode
+from ..sims.quantum import WEIGHTINGS
 from .optim import CLIP_MODES, OPTIMIZERS
 
-TASKS = ("cartpole", "guidance")
+TASKS = ("cartpole", "guidance", "quantum")
 DTYPES = ("float32", "float64")
 
 
@@ -23,6 +24,9 @@ class RunConfig:
     target_x: float = 0.0
     target_y: float = 0.0
     rho: float = 0.0
+    nx: int = 32
+    target_state: int = 3
+    weighting: str = "1-1"
     mode: str = "C"
     clip: str = "norm"
     clip_value: float = 1.0
@@ -60,6 +64,9 @@ class RunConfig:
             ("drivers", self.drivers >= 1, "must be >= 1"),
             ("evaders", self.evaders >= 1, "must be >= 1"),
             ("rho", self.rho >= 0, "must be >= 0"),
+            ("nx", self.nx >= 7, "must be >= 7 (the CNN's two stride-2 convolutions)"),
+            ("target_state", 1 <= self.target_state <= self.nx, f"must be in 1..nx={self.nx}"),
+            ("weighting", self.weighting in WEIGHTINGS, f"must be one of {', '.join(WEIGHTINGS)}"),
             ("lr", self.lr > 0, "must be > 0"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
@@ -104,6 +111,8 @@ class RunConfig:
             system = f"d{self.drivers}e{self.evaders}_rho{self.rho:g}"
             if (self.target_x, self.target_y) != (0.0, 0.0):
                 system += f"_target{self.target_x:g},{self.target_y:g}"
+        elif self.task == "quantum":
+            system = f"ts{self.target_state}_w{self.weighting}_nx{self.nx}"
         else:
             system = f"p{self.poles}"
         return (f"{self.task}_{system}_{self.mode}_clip-{self.clip}_lr{self.lr:g}"

@@ -24,8 +24,9 @@ def controlled_rollout(path, samples=4, which="final"):
 
 
 def plot_trajectories(path, out=None, samples=4, which="final"):
-    """Draw the controlled trajectories of a run (guidance: the paper's Figure 3a; cart-pole: the
-    pole angles and the cart) and save them as ``out`` (default: next to the run file, .png)."""
+    """Draw the controlled trajectories of a run (guidance: the paper's Figure 3a; quantum: the
+    density and control of Figure 5a; cart-pole: the pole angles and the cart) and save them as
+    ``out`` (default: next to the run file, .png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,6 +38,10 @@ def plot_trajectories(path, out=None, samples=4, which="final"):
     if task.config.task == "guidance":
         fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.4), squeeze=False)
         _draw_guidance(task.problem.sim, states, axes[0])
+    elif task.config.task == "quantum":
+        fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 4.6), squeeze=False, sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 1]})
+        _draw_quantum(task.problem.sim, states, controls, task.config.dt, axes)
     else:
         fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 5.0), squeeze=False, sharex=True)
         _draw_cartpole(task.problem.sim, states, task.config.dt, axes)
@@ -66,6 +71,23 @@ def _draw_guidance(sim, states, axes):
         ax.set_aspect("equal")
         ax.set_title(f"test state {s}: drivers red, evaders blue", fontsize=7)
         ax.tick_params(labelsize=6)
+
+
+def _draw_quantum(sim, states, controls, dt, axes):
+    """|psi(x, t)|^2 over time and space (the paper's Figure 5a) with the control c(t) below."""
+    density = np.abs(sim.wavefunction(states)) ** 2  # (N+1, K, Nx)
+    t_end = (states.shape[0] - 1) * dt
+    for s in range(states.shape[1]):
+        axes[0, s].imshow(density[:, s].T, origin="lower", aspect="auto", cmap="magma",
+                          extent=(0, t_end, 0, 2))
+        axes[0, s].set_title(f"test state {s}: |psi(x,t)|^2, target state {sim.target_state}",
+                             fontsize=7)
+        axes[0, s].set_ylabel("x", fontsize=7)
+        axes[1, s].plot(np.arange(controls.shape[0]) * dt, controls[:, s, 0], color="k", lw=1)
+        axes[1, s].set_ylabel("c(t)", fontsize=7)
+        axes[1, s].set_xlabel("t", fontsize=7)
+        for ax in axes[:, s]:
+            ax.tick_params(labelsize=6)
 
 
 def _draw_cartpole(sim, states, dt, axes):

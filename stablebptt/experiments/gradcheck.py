@@ -5,10 +5,10 @@ import numpy as np
 from ..adjoint.check import (CheckResult, check_controller, check_modes, check_simulator,
                              relative_error, toy_problem_gradients)
 from ..adjoint.engine import Problem
-from ..controllers import MLP, Quadratic
-from ..sims import CartPole, Guidance, Shift
+from ..controllers import CNN, MLP, Quadratic
+from ..sims import CartPole, Guidance, Quantum, Shift
 
-GRADCHECK_TASKS = ("cartpole", "guidance", "toy")
+GRADCHECK_TASKS = ("cartpole", "guidance", "quantum", "toy")
 
 
 def gradcheck_cartpole(rng, poles=(1, 3), n_steps=20, batch=3, width=16, depth=2):
@@ -55,6 +55,27 @@ def gradcheck_guidance(rng, counts=((2, 4), (1, 1), (3, 2)), n_steps=15, batch=3
     return results
 
 
+def gradcheck_quantum(rng, sizes=(32, 9), n_steps=12, batch=3, width=6):
+    """Crank-Nicolson step (w.r.t. real and imaginary parts and the control), loss and CNN
+    adjoints, then all modes for CONTINUOUS and FINAL losses."""
+    results = []
+    for nx in sizes:
+        sim = Quantum(nx=nx, target_state=3)
+        label = f"Nx={nx}"
+        x = sim.sample(batch, np.random.RandomState(int(rng.integers(2**31)))).astype(np.float64)
+        # off the data manifold too: the data are orthogonal to the target (a flat point of the loss)
+        x += 0.1 * rng.standard_normal(x.shape)
+        c = 3.0 * rng.standard_normal((batch, 1))
+        results += _prefixed(label, check_simulator(sim, x, c, rng))
+        ctrl = CNN(nx, width)
+        theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
+        results += _prefixed(label, check_controller(ctrl, theta, x, rng))
+        for loss_mode in ("CONTINUOUS", "FINAL"):
+            problem = Problem(sim, ctrl, n_steps, loss_mode)
+            results += _prefixed(f"{label} {loss_mode}", check_modes(problem, theta, x, rng, n_directions=6))
+    return results
+
+
 def gradcheck_toy(rng, theta=(0.3, -0.5)):
     """The closed-form unrolled toy: engine R and M against the hand-derived gradients."""
     theta = np.array(theta, dtype=np.float64)
@@ -73,7 +94,8 @@ def run_gradcheck(tasks, seed=0):
     rng = np.random.default_rng(seed)
     results = []
     for task in tasks:
-        checks = {"cartpole": gradcheck_cartpole, "guidance": gradcheck_guidance, "toy": gradcheck_toy}
+        checks = {"cartpole": gradcheck_cartpole, "guidance": gradcheck_guidance,
+                  "quantum": gradcheck_quantum, "toy": gradcheck_toy}
         results += _prefixed(task, checks[task](rng))
     return results
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..adjoint.engine import Problem
-from ..controllers import MLP
-from ..sims import CartPole, Guidance
+from ..controllers import CNN, MLP
+from ..sims import CartPole, Guidance, Quantum
 from .config import ConfigError, RunConfig
 
 # CartPole/Runs/01/01.sh of the reference. It passed ``--zero False`` to an argparse ``type=bool``
@@ -22,6 +22,11 @@ PRESETS = {
                      depth=2, bias=True, zero_last=True, time=4.0, n_steps=60,
                      loss_mode="CONTINUOUS", optimizer="adam", lr=1e-3, clip_value=1.0,
                      batch_size=8, epochs=10, seed=42),
+    # QuantumControl/Runs/01/01.sh: Nx 32, dt 0.0625 x 128 steps, target states 3/4/5 in its sweep.
+    # Its --zero quirk zeroed only the (already zero) dense bias: the dense kernel stays random.
+    "quantum": dict(task="quantum", nx=32, target_state=3, weighting="1-1", n_data=256, width=60,
+                    bias=True, zero_last=False, time=8.0, n_steps=128, loss_mode="CONTINUOUS",
+                    optimizer="adam", lr=1e-3, clip_value=1.0, batch_size=8, epochs=1000, seed=42),
 }
 
 PRESET_HELP = {
@@ -32,6 +37,10 @@ PRESET_HELP = {
                 "evaders to the origin, T=4 over 60 steps, CONTINUOUS loss mean |x_evader|^2 + "
                 "rho mean c^2 (rho 0.01), MLP 2x100 tanh with a zero output kernel, Adam lr 1e-3, "
                 "batch 8, 10 epochs",
+    "quantum": "quantum control as QuantumControl/Runs/01/01.sh: a 1-D Schrodinger state (Nx=32) "
+               "from superpositions of eigenstates 1 and 2 to eigenstate 3, dt 0.0625 x 128 steps, "
+               "CONTINUOUS loss sum_t 1-|<target,psi_t>|^2, CNN width 60 with a random dense kernel "
+               "(as run), Adam lr 1e-3, batch 8, 1000 epochs",
 }
 
 
@@ -58,6 +67,9 @@ class Task:
 
 
 def build_simulator(config):
+    if config.task == "quantum":
+        return Quantum(nx=config.nx, dt=config.dt, target_state=config.target_state,
+                       weighting=config.weighting)
     if config.task == "guidance":
         return Guidance(drivers=config.drivers, evaders=config.evaders, dt=config.dt,
                         target=(config.target_x, config.target_y))
@@ -67,8 +79,11 @@ def build_simulator(config):
 def build_task(config):
     """The problem and data sets of a validated config; data are drawn from ``seed`` as the reference."""
     sim = build_simulator(config)
-    controller = MLP(sim.state_dim, sim.control_dim, config.width, config.depth, config.bias,
-                     config.zero_last)
+    if config.task == "quantum":  # the reference's CNN (its depth option was unused)
+        controller = CNN(config.nx, config.width, config.bias, config.zero_last)
+    else:
+        controller = MLP(sim.state_dim, sim.control_dim, config.width, config.depth, config.bias,
+                         config.zero_last)
     problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho)
     train, test = sim.datasets(config.n_data, np.random.RandomState(config.seed))
     dtype = np.dtype(config.dtype)
