@@ -71,3 +71,12 @@ def add_column_sums(delta, out):
     for i in range(delta.shape[0]):
         for j in range(delta.shape[1]):
             out[j] += delta[i, j]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def mul_tanh_derivative(delta, h):
+    """``delta *= 1 - h^2`` in place: back through ``h = tanh(z)`` without a temporary array."""
+    d = delta.ravel()
+    hh = h.ravel()
+    for i in range(d.size):
+        d[i] *= 1.0 - hh[i] * hh[i]

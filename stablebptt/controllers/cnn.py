@@ -9,8 +9,9 @@ computed as one matrix product over copied windows (im2col). Convolutions always
 as in the reference; ``bias`` switches only the dense layer's.
 
 ``spec`` (int64): ``[nx, width, dense_bias, p1, p2]`` with ``p1, p2`` the two layers' output lengths.
-Work buffers are layer-major over all steps: ``H1 (rows*p1, W)``, ``H2 (rows*p2, W)`` and the
-cotangents ``d1, d2`` of the same shapes plus ``d3 (rows, 1)``.
+Work buffers are layer-major over all steps: ``H1 (rows*p1, W)``, ``H2 (rows*p2, W)``, then a
+scratch region for the copied windows (reused by every call, so no kernel allocates); the
+cotangents are ``d1, d2`` of the shapes of ``H1, H2`` plus ``d3 (rows, 1)``.
 """
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from ..adjoint.contract import forward_sig, kernel, param_grad_sig, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums
+from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -58,17 +59,24 @@ def _windows_add_back(windows, n_out, width, stride, out):
                 out[r, start + i] += windows[r * n_out + q, i]
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _scratch(acts, rows, p1, p2, w, n_rows, n_cols):
+    """An ``(n_rows, n_cols)`` view of the scratch region that follows H1 and H2 in ``acts``."""
+    start = rows * (p1 + p2) * w
+    return acts[start:start + n_rows * n_cols].reshape(n_rows, n_cols)
+
+
 @kernel(forward_sig)
 def cnn_forward(theta, spec, x, acts, n, nsteps, c):
     nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
     batch = x.shape[0]
     rows = nsteps * batch
-    win1 = np.empty((batch * p1, 6), x.dtype)
+    win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
     _windows(x, p1, 6, 4, win1)
     h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
     np.dot(win1, theta[k1:b1].reshape(6, w), h1)
     add_bias_tanh(h1, theta[b1:k2], 1, True)
-    win2 = np.empty((batch * p2, 3 * w), x.dtype)
+    win2 = _scratch(acts, rows, p1, p2, w, batch * p2, 3 * w)
     _windows(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w, win2)
     off2 = rows * p1 * w
     h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
@@ -93,14 +101,16 @@ def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     d3[:, :] = mu
     # dense -> second layer: d2 = (mu W3^T) * (1 - h2^2)
     np.dot(mu, theta[k3:b3].reshape(p2 * w, 1).T, d2.reshape(batch, p2 * w))
-    d2 *= 1.0 - h2 * h2
+    mul_tanh_derivative(d2, h2)
     # second layer -> first: windows' cotangents added back, then * (1 - h1^2)
-    g_win2 = np.dot(d2, theta[k2:b2].reshape(3 * w, w).T)
+    g_win2 = _scratch(acts, rows, p1, p2, w, batch * p2, 3 * w)
+    np.dot(d2, theta[k2:b2].reshape(3 * w, w).T, g_win2)
     d1[:, :] = 0.0
     _windows_add_back(g_win2, p2, 3 * w, 2 * w, d1.reshape(batch, p1 * w))
-    d1 *= 1.0 - h1 * h1
+    mul_tanh_derivative(d1, h1)
     # first layer -> input
-    g_win1 = np.dot(d1, theta[k1:b1].reshape(6, w).T)
+    g_win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
+    np.dot(d1, theta[k1:b1].reshape(6, w).T, g_win1)
     dx[:, :] = 0.0
     _windows_add_back(g_win1, p1, 6, 4, dx)
 
@@ -116,11 +126,11 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     d1 = deltas[:off2].reshape(rows * p1, w)
     d2 = deltas[off2:off3].reshape(rows * p2, w)
     d3 = deltas[off3:off3 + rows].reshape(rows, 1)
-    win1 = np.empty((rows * p1, 6), xs.dtype)
+    win1 = _scratch(acts, rows, p1, p2, w, rows * p1, 6)
     _windows(xs, p1, 6, 4, win1)
     g[k1:b1] += np.dot(win1.T, d1).ravel()
     add_column_sums(d1, g[b1:k2])
-    win2 = np.empty((rows * p2, 3 * w), xs.dtype)
+    win2 = _scratch(acts, rows, p1, p2, w, rows * p2, 3 * w)
     _windows(h1, p2, 3 * w, 2 * w, win2)
     g[k2:b2] += np.dot(win2.T, d2).ravel()
     add_column_sums(d2, g[b2:k3])
@@ -179,7 +189,8 @@ class CNN(FlatParameters):
         return [(p1, 6, w), (p2, 3 * w, w), (1, p2 * w, 1)]
 
     def acts_size(self, rows):
-        return rows * sum(self.lengths) * self.width
+        (p1, p2), w = self.lengths, self.width
+        return rows * ((p1 + p2) * w + max(6 * p1, 3 * w * p2))
 
     def deltas_size(self, rows):
         return rows * (sum(self.lengths) * self.width + 1)

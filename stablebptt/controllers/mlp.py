@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums
+from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -83,9 +83,7 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
         h = acts[a0:a0 + batch * n_in].reshape(batch, n_in)
         prev = deltas[a0:a0 + batch * n_in].reshape(batch, n_in)
         np.dot(delta, kernel.T, prev)
-        for i in range(batch):
-            for j in range(n_in):
-                prev[i, j] *= 1.0 - h[i, j] * h[i, j]
+        mul_tanh_derivative(prev, h)
         delta = prev
 
 

@@ -25,15 +25,24 @@ _TARGET = 2  # the target eigenstate's Nx values follow the two scalars
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _reciprocal(z):
+    """1/z with one real division. Safe here: the pivots of I + iK (K real symmetric) have a real
+    part >= 1, so |z| is never near 0 or overflow."""
+    scale = 1.0 / (z.real * z.real + z.imag * z.imag)
+    return complex(z.real * scale, -z.imag * scale)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _thomas(off, diag, rhs, cprime, out):
     """Solve the tridiagonal system with constant off-diagonals ``off`` and diagonal ``diag``."""
     n = rhs.shape[0]
-    cprime[0] = off / diag[0]
-    out[0] = rhs[0] / diag[0]
+    inv = _reciprocal(diag[0])
+    cprime[0] = off * inv
+    out[0] = rhs[0] * inv
     for j in range(1, n):
-        m = diag[j] - off * cprime[j - 1]
-        cprime[j] = off / m
-        out[j] = (rhs[j] - off * out[j - 1]) / m
+        inv = _reciprocal(diag[j] - off * cprime[j - 1])
+        cprime[j] = off * inv
+        out[j] = (rhs[j] - off * out[j - 1]) * inv
     for j in range(n - 2, -1, -1):
         out[j] -= cprime[j] * out[j + 1]
 
