@@ -40,23 +40,26 @@ def _layout(spec):
 @njit(cache=True, error_model="numpy")
 def _windows(source, n_out, width, stride, out):
     """im2col for stride-``stride`` windows of ``width`` contiguous values, ``n_out`` per row."""
-    rows = source.shape[0]
-    for r in range(rows):
+    for r in range(source.shape[0]):
+        row = source[r]
         for q in range(n_out):
-            start = q * stride
+            # copying between 1-D contiguous views lets LLVM vectorise (no index wraparound)
+            dst = out[r * n_out + q]
+            src = row[q * stride:q * stride + width]
             for i in range(width):
-                out[r * n_out + q, i] = source[r, start + i]
+                dst[i] = src[i]
 
 
 @njit(cache=True, error_model="numpy")
 def _windows_add_back(windows, n_out, width, stride, out):
     """Adjoint of ``_windows``: add each window's cotangent back where it was read from."""
-    rows = out.shape[0]
-    for r in range(rows):
+    for r in range(out.shape[0]):
+        row = out[r]
         for q in range(n_out):
-            start = q * stride
+            src = windows[r * n_out + q]
+            dst = row[q * stride:q * stride + width]
             for i in range(width):
-                out[r, start + i] += windows[r * n_out + q, i]
+                dst[i] += src[i]
 
 
 @njit(cache=True, inline="always", error_model="numpy")

@@ -24,93 +24,130 @@ _DT, _DX = 0, 1
 _TARGET = 2  # the target eigenstate's Nx values follow the two scalars
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _reciprocal(z):
-    """1/z with one real division. Safe here: the pivots of I + iK (K real symmetric) have a real
-    part >= 1, so |z| is never near 0 or overflow."""
-    scale = 1.0 / (z.real * z.real + z.imag * z.imag)
-    return complex(z.real * scale, -z.imag * scale)
+# Rows of the (rows, Nx, B) work array: complex quantities as (real, imaginary) rows, each row
+# laid out with the batch innermost so that every loop over samples vectorises.
+_PSI_R, _PSI_I, _NEW_R, _NEW_I, _CP_R, _CP_I, _INV_R, _INV_I, _U_R, _U_I = range(10)
+_WORK_ROWS = 10
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _thomas(off, diag, rhs, cprime, out):
-    """Solve the tridiagonal system with constant off-diagonals ``off`` and diagonal ``diag``."""
-    n = rhs.shape[0]
-    inv = _reciprocal(diag[0])
-    cprime[0] = off * inv
-    out[0] = rhs[0] * inv
-    for j in range(1, n):
-        inv = _reciprocal(diag[j] - off * cprime[j - 1])
-        cprime[j] = off * inv
-        out[j] = (rhs[j] - off * out[j - 1]) * inv
-    for j in range(n - 2, -1, -1):
-        out[j] -= cprime[j] * out[j + 1]
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _crank_nicolson(p, x, c, work):
+    """psi' for the whole batch, keeping what the adjoint reuses.
 
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _crank_nicolson(p, x, c, b, psi, diag, explicit, cprime, psi_new):
-    """One step for sample ``b``: fills psi, the implicit diagonal, and psi_new."""
+    Fills psi, psi', and the Thomas factors of A = 1 + i dt/2 H: ``cp`` (the modified super-
+    diagonal) and ``inv`` (the reciprocal pivots). A has the constant off-diagonal ``-i a`` with
+    ``a = dt / (2 dx^2)`` and the diagonal ``1 + i k_j``, ``k_j = dt/dx^2 + dt c x_j / 2``; the
+    explicit side is ``(1 - i k_j) psi_j + i a (psi_{j-1} + psi_{j+1})``. The pivots of I + iK
+    (K real symmetric) have real part >= 1, so one real division per pivot is safe.
+    """
     dt, dx = p[_DT], p[_DX]
-    nx = psi.shape[0]
-    alpha = 0.5j * dt / (dx * dx)
+    batch, nx = x.shape[0], x.shape[1] // 2
+    a = 0.5 * dt / (dx * dx)
+    pr, pi = work[_PSI_R], work[_PSI_I]
+    outr, outi = work[_NEW_R], work[_NEW_I]
+    cpr, cpi = work[_CP_R], work[_CP_I]
+    ivr, ivi = work[_INV_R], work[_INV_I]
+    for b in range(batch):
+        for j in range(nx):
+            pr[j, b] = x[b, 2 * j]
+            pi[j, b] = x[b, 2 * j + 1]
     for j in range(nx):
-        psi[j] = x[b, 2 * j] + 1j * x[b, 2 * j + 1]
-    for j in range(nx):
-        pot = 0.5j * dt * c[b, 0] * (j + 1) * dx
-        diag[j] = 1.0 + 1j * dt / (dx * dx) + pot
-        explicit[j] = (1.0 - 1j * dt / (dx * dx) - pot) * psi[j]
-        if j > 0:
-            explicit[j] += alpha * psi[j - 1]
-        if j < nx - 1:
-            explicit[j] += alpha * psi[j + 1]
-    _thomas(-alpha, diag, explicit, cprime, psi_new)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _work(nx):
-    """Complex work vectors of one state: (psi, diag, explicit, cprime, psi_new)."""
-    w = np.empty((5, nx), np.complex128)
-    return w[0], w[1], w[2], w[3], w[4]
+        for b in range(batch):
+            k = dt / (dx * dx) + 0.5 * dt * c[b, 0] * (j + 1) * dx
+            rr = pr[j, b] + k * pi[j, b]
+            ri = pi[j, b] - k * pr[j, b]
+            nr, ni = 0.0, 0.0
+            if j > 0:
+                nr += pr[j - 1, b]
+                ni += pi[j - 1, b]
+            if j < nx - 1:
+                nr += pr[j + 1, b]
+                ni += pi[j + 1, b]
+            rr -= a * ni
+            ri += a * nr
+            # pivot m = 1 + i k - off * cp_{j-1}, off * z = (a z_i, -a z_r)
+            mr, mi = 1.0, k
+            if j > 0:
+                mr -= a * cpi[j - 1, b]
+                mi += a * cpr[j - 1, b]
+                # rhs - off * out_{j-1}
+                rr -= a * outi[j - 1, b]
+                ri += a * outr[j - 1, b]
+            scale = 1.0 / (mr * mr + mi * mi)
+            ir, ii = mr * scale, -mi * scale
+            ivr[j, b], ivi[j, b] = ir, ii
+            # cp = off * inv = (a ii, -a ir); out = rhs * inv
+            cpr[j, b], cpi[j, b] = a * ii, -a * ir
+            outr[j, b] = rr * ir - ri * ii
+            outi[j, b] = rr * ii + ri * ir
+    for j in range(nx - 2, -1, -1):
+        for b in range(batch):
+            outr[j, b] -= cpr[j, b] * outr[j + 1, b] - cpi[j, b] * outi[j + 1, b]
+            outi[j, b] -= cpr[j, b] * outi[j + 1, b] + cpi[j, b] * outr[j + 1, b]
 
 
 @kernel(step_sig)
 def quantum_step(p, x, c, x_next):
-    nx = x.shape[1] // 2
-    psi, diag, explicit, cprime, psi_new = _work(nx)
+    work = np.empty((_WORK_ROWS, x.shape[1] // 2, x.shape[0]))
+    _crank_nicolson(p, x, c, work)
     for b in range(x.shape[0]):
-        _crank_nicolson(p, x, c, b, psi, diag, explicit, cprime, psi_new)
-        for j in range(nx):
-            x_next[b, 2 * j] = psi_new[j].real
-            x_next[b, 2 * j + 1] = psi_new[j].imag
+        for j in range(x.shape[1] // 2):
+            x_next[b, 2 * j] = work[_NEW_R, j, b]
+            x_next[b, 2 * j + 1] = work[_NEW_I, j, b]
 
 
 @kernel(step_vjp_sig)
 def quantum_step_vjp(p, x, c, lam_next, dx_out, dc):
     dt, dx = p[_DT], p[_DX]
-    nx = x.shape[1] // 2
-    psi, diag, explicit, cprime, psi_new = _work(nx)
-    g_new, u = np.empty(nx, np.complex128), np.empty(nx, np.complex128)
-    alpha = 0.5j * dt / (dx * dx)
-    for b in range(x.shape[0]):
-        _crank_nicolson(p, x, c, b, psi, diag, explicit, cprime, psi_new)
+    batch, nx = x.shape[0], x.shape[1] // 2
+    a = 0.5 * dt / (dx * dx)
+    work = np.empty((_WORK_ROWS, nx, batch))
+    _crank_nicolson(p, x, c, work)
+    pr, pi, outr, outi = work[_PSI_R], work[_PSI_I], work[_NEW_R], work[_NEW_I]
+    cpr, cpi, ivr, ivi = work[_CP_R], work[_CP_I], work[_INV_R], work[_INV_I]
+    ur, ui = work[_U_R], work[_U_I]
+    # u = A^-H g': A^H = conj(A) (A is complex symmetric), so its Thomas factors are the
+    # conjugates of A's; its off-diagonal is conj(-i a) = i a, and (i a) z = (-a z_i, a z_r).
+    for b in range(batch):
         for j in range(nx):
-            g_new[j] = lam_next[b, 2 * j] + 1j * lam_next[b, 2 * j + 1]
-            diag[j] = np.conj(diag[j])
-        _thomas(np.conj(-alpha), diag, g_new, cprime, u)  # u = A^-H g'
-        grad_c = 0.0
-        for j in range(nx):
-            x_j = (j + 1) * dx
-            pot = 0.5j * dt * c[b, 0] * x_j
-            g = np.conj(1.0 - 1j * dt / (dx * dx) - pot) * u[j]  # U^H u
+            ur[j, b] = lam_next[b, 2 * j]
+            ui[j, b] = lam_next[b, 2 * j + 1]
+    for j in range(nx):
+        for b in range(batch):
+            gr, gi = ur[j, b], ui[j, b]
             if j > 0:
-                g += np.conj(alpha) * u[j - 1]
+                gr += a * ui[j - 1, b]
+                gi -= a * ur[j - 1, b]
+            # times conj(inv)
+            ur[j, b] = gr * ivr[j, b] + gi * ivi[j, b]
+            ui[j, b] = gi * ivr[j, b] - gr * ivi[j, b]
+    for j in range(nx - 2, -1, -1):
+        for b in range(batch):
+            # u_j -= conj(cp_j) u_{j+1}
+            ur[j, b] -= cpr[j, b] * ur[j + 1, b] + cpi[j, b] * ui[j + 1, b]
+            ui[j, b] -= cpr[j, b] * ui[j + 1, b] - cpi[j, b] * ur[j + 1, b]
+    for b in range(batch):
+        dc[b, 0] = 0.0
+    for j in range(nx):
+        half_dt_x = 0.5 * dt * (j + 1) * dx
+        for b in range(batch):
+            k = dt / (dx * dx) + half_dt_x * c[b, 0]
+            # U^H u = (1 + i k) u_j - i a (u_{j-1} + u_{j+1})
+            gr = ur[j, b] - k * ui[j, b]
+            gi = ui[j, b] + k * ur[j, b]
+            nr, ni = 0.0, 0.0
+            if j > 0:
+                nr += ur[j - 1, b]
+                ni += ui[j - 1, b]
             if j < nx - 1:
-                g += np.conj(alpha) * u[j + 1]
-            dx_out[b, 2 * j] = g.real
-            dx_out[b, 2 * j + 1] = g.imag
-            w = -0.5j * dt * x_j * (psi[j] + psi_new[j])
-            grad_c += (np.conj(u[j]) * w).real
-        dc[b, 0] = grad_c
+                nr += ur[j + 1, b]
+                ni += ui[j + 1, b]
+            dx_out[b, 2 * j] = gr + a * ni
+            dx_out[b, 2 * j + 1] = gi - a * nr
+            # dL/dc += Re(conj(u_j) w_j), w_j = -i (dt x_j / 2)(psi_j + psi'_j)
+            sr = pr[j, b] + outr[j, b]
+            si = pi[j, b] + outi[j, b]
+            dc[b, 0] += half_dt_x * (ur[j, b] * si - ui[j, b] * sr)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
