@@ -30,6 +30,19 @@ _PSI_R, _PSI_I, _NEW_R, _NEW_I, _CP_R, _CP_I, _INV_R, _INV_I, _U_R, _U_I = range
 _WORK_ROWS = 10
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _neighbour_sum(re, im, j, b):
+    """``z_{j-1} + z_{j+1}`` of a column of a (Nx, B) complex pair, zero beyond the walls."""
+    nr, ni = 0.0, 0.0
+    if j > 0:
+        nr += re[j - 1, b]
+        ni += im[j - 1, b]
+    if j < re.shape[0] - 1:
+        nr += re[j + 1, b]
+        ni += im[j + 1, b]
+    return nr, ni
+
+
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _crank_nicolson(p, x, c, work):
     """psi' for the whole batch, keeping what the adjoint reuses.
@@ -56,13 +69,7 @@ def _crank_nicolson(p, x, c, work):
             k = dt / (dx * dx) + 0.5 * dt * c[b, 0] * (j + 1) * dx
             rr = pr[j, b] + k * pi[j, b]
             ri = pi[j, b] - k * pr[j, b]
-            nr, ni = 0.0, 0.0
-            if j > 0:
-                nr += pr[j - 1, b]
-                ni += pi[j - 1, b]
-            if j < nx - 1:
-                nr += pr[j + 1, b]
-                ni += pi[j + 1, b]
+            nr, ni = _neighbour_sum(pr, pi, j, b)
             rr -= a * ni
             ri += a * nr
             # pivot m = 1 + i k - off * cp_{j-1}, off * z = (a z_i, -a z_r)
@@ -135,13 +142,7 @@ def quantum_step_vjp(p, x, c, lam_next, dx_out, dc):
             # U^H u = (1 + i k) u_j - i a (u_{j-1} + u_{j+1})
             gr = ur[j, b] - k * ui[j, b]
             gi = ui[j, b] + k * ur[j, b]
-            nr, ni = 0.0, 0.0
-            if j > 0:
-                nr += ur[j - 1, b]
-                ni += ui[j - 1, b]
-            if j < nx - 1:
-                nr += ur[j + 1, b]
-                ni += ui[j + 1, b]
+            nr, ni = _neighbour_sum(ur, ui, j, b)
             dx_out[b, 2 * j] = gr + a * ni
             dx_out[b, 2 * j + 1] = gi - a * nr
             # dL/dc += Re(conj(u_j) w_j), w_j = -i (dt x_j / 2)(psi_j + psi'_j)
