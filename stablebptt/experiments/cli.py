@@ -1,4 +1,4 @@
-"""The ``stablebptt`` command line: ``run``, ``gradcheck``, ``inspect`` and ``trajectories``.
+"""The ``stablebptt`` command line: ``run``, ``sweep``, ``gradcheck``, ``inspect``, ``trajectories``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, before any file is
 written; a failed gradient check exits with status 1.
@@ -15,6 +15,7 @@ from .gradcheck import GRADCHECK_TASKS, format_table, run_gradcheck
 from .optim import CLIP_MODES
 from .presets import PRESET_HELP, PRESETS, preset
 from .results import METRICS, RunFileError, read_run
+from .sweep import GRIDS
 
 EXIT_BAD_INPUT = 2
 
@@ -29,22 +30,64 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(p):
-    defaults = RunConfig()
     p.add_argument("task", nargs="?", help="task preset: " + "; ".join(
         f"{k}: {v}" for k, v in PRESET_HELP.items()))
-    p.add_argument("--poles", type=int, help=f"cartpole: number of poles (default {defaults.poles})")
-    p.add_argument("--drivers", type=int, help="guidance: number of drivers (default 2)")
-    p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
+    p.add_argument("--poles", type=int, help="cartpole: number of poles (default 1)")
+    p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
+                   "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
+    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
     p.add_argument("--regularization", "--rho", dest="rho", type=float,
                    help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
     p.add_argument("--target-state", type=int, help="quantum: target eigenstate (default 3; paper 3, 4, 5)")
+    p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
+    _add_settings(p)
+    p.add_argument("--out", default="runs", help="output folder (default runs/)")
+    p.add_argument("--name", help="run file name (default: derived from the settings)")
+    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_sweep_options(p):
+    p.add_argument("task", help=f"one of {', '.join(GRIDS)}; the grid is the reference's Runs/01/01.sh")
+    p.add_argument("--poles", type=_int_list, help="cartpole: pole counts, e.g. 3,4 (default 1,2,3,4)")
+    p.add_argument("--modes", dest="mode", type=_str_list, help="modes, e.g. R,C (default R,M,C,S)")
+    p.add_argument("--clips", dest="clip", type=_str_list,
+                   help="clipping modes, e.g. value,norm (default value,norm,none)")
+    p.add_argument("--rhos", dest="rho", type=_float_list,
+                   help="guidance: regulariser weights (default 1,0.1,0.01,0.001)")
+    p.add_argument("--target-states", dest="target_state", type=_int_list,
+                   help="quantum: target eigenstates (default 3,4,5)")
+    p.add_argument("--seeds", type=_int_list, help="one run per seed for every grid point (default: 42)")
+    _add_settings(p)
+    p.add_argument("--out", help="sweep folder (default sweeps/TASK)")
+    p.add_argument("--workers", type=int, help="worker processes on this machine (default: the cores)")
+    p.add_argument("--scheduler", help="run on a Dask cluster at this address (tcp://host:port); "
+                   "the folder must be shared with its workers")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _list_of(kind):
+    def parse(text):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}")
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+_int_list, _float_list, _str_list = _list_of(int), _list_of(float), _list_of(str)
+
+
+def _add_settings(p):
+    """Options that set one value for a run (or for every run of a sweep)."""
+    p.add_argument("--drivers", type=int, help="guidance: number of drivers (default 2)")
+    p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
     p.add_argument("--weighting", help="quantum: weights of eigenstates 1-2 in the data: 1-1 (default), 3-1, 7-1, 15-1")
     p.add_argument("--nx", type=int, help="quantum: interior grid points (default 32)")
     p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
                    help="guidance: the point the evaders are herded to (default 0 0)")
-    p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
-                   "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
-    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
     p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
     p.add_argument("--optimizer", help="adam or sgd (default adam)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
@@ -61,19 +104,22 @@ def _add_run_options(p):
     p.add_argument("--time", type=float, help="physical time horizon T (default 1.0)")
     p.add_argument("--steps", dest="n_steps", type=int, help="number of time steps (default 100)")
     p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
-    p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
     p.add_argument("--dtype", help="float32 (default) or float64")
     p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
-    p.add_argument("--out", default="runs", help="output folder (default runs/)")
-    p.add_argument("--name", help="run file name (default: derived from the settings)")
-    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-_CONFIG_OPTIONS = ("poles", "drivers", "evaders", "rho", "target_state", "weighting", "nx", "mode", "clip", "clip_value", "optimizer", "lr", "momentum",
-                   "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
-                   "n_steps", "loss_mode", "seed", "dtype", "checkpoint_every")
+_SETTINGS = ("drivers", "evaders", "weighting", "nx", "clip_value", "optimizer", "lr", "momentum",
+             "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
+             "n_steps", "loss_mode", "dtype", "checkpoint_every")
+_SWEEP_AXES = ("poles", "mode", "clip", "rho", "target_state")
+_CONFIG_OPTIONS = _SETTINGS + _SWEEP_AXES + ("seed",)
+
+
+def _settings(args, names):
+    values = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if getattr(args, "target", None) is not None:
+        values["target_x"], values["target_y"] = args.target
+    return values
 
 
 def build_parser():
@@ -81,6 +127,7 @@ def build_parser():
                      "neural controllers of differentiable simulators.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_options(sub.add_parser("run", help="train one run and write its HDF5 file"))
+    _add_sweep_options(sub.add_parser("sweep", help="run a grid of runs (the reference's sweep) in parallel"))
     g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
     g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
     g.add_argument("--seed", type=int, default=0)
@@ -108,30 +155,54 @@ def _writable_folder(folder):
 
 
 def cmd_run(args):
-    from .training import Trainer, single_threaded_blas
+    from .training import Diverged, Trainer, single_threaded_blas
 
     if args.resume:
         trainer = Trainer.resume(args.resume, epochs=args.epochs)
         if trainer.finished:
             print(f"{args.resume}: already finished ({trainer.epoch} epochs)")
             return 0
+        if trainer.status == "diverged":
+            raise UsageError(f"{args.resume} diverged at epoch {trainer.epoch}; it cannot be resumed")
         print(f"resuming {args.resume} at epoch {trainer.epoch} of {trainer.config.epochs}")
     else:
         if args.task is None:
             raise UsageError("run needs a TASK (one of: " + ", ".join(PRESETS) + ") or --resume FILE")
-        overrides = {k: getattr(args, k) for k in _CONFIG_OPTIONS}
-        if args.target is not None:
-            overrides["target_x"], overrides["target_y"] = args.target
-        config = preset(args.task, **overrides)
+        config = preset(args.task, **_settings(args, _CONFIG_OPTIONS))
         _writable_folder(args.out)
         path = os.path.join(args.out, (args.name or config.run_name()) + ".h5")
         if os.path.exists(path) and not args.overwrite:
             raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
         trainer = Trainer.new(config, path)
     with single_threaded_blas():
-        metrics = trainer.run(quiet=args.quiet)
+        try:
+            metrics = trainer.run(quiet=args.quiet)
+        except Diverged as err:
+            print(f"stablebptt: {err}; the file is kept and marked diverged", file=sys.stderr)
+            return 1
     print(f"{trainer.path}: {trainer.epoch} epochs, final test loss {metrics['test_loss'][-1]:.6g}")
     return 0
+
+
+def cmd_sweep(args):
+    from .sweep import expand_grid, run_sweep
+
+    axes = {k: getattr(args, k) for k in _SWEEP_AXES if getattr(args, k) is not None}
+    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS))
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    folder = args.out or os.path.join("sweeps", args.task)
+    _writable_folder(folder)
+    if not args.quiet:
+        print(f"sweep {args.task}: {len(configs)} runs into {folder}", file=sys.stderr)
+    outcomes = run_sweep(configs, folder, workers=args.workers, scheduler=args.scheduler,
+                         quiet=args.quiet)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "skipped", "diverged", "failed")}
+    print(f"sweep {args.task}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for o in outcomes:
+        if o.status in ("diverged", "failed"):
+            print(f"  {o.status}: {o.name}: {o.message}")
+    return 1 if counts["failed"] else 0
 
 
 def cmd_gradcheck(args):
@@ -183,8 +254,8 @@ def cmd_trajectories(args):
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
-        commands = {"run": cmd_run, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect,
-                    "trajectories": cmd_trajectories}
+        commands = {"run": cmd_run, "sweep": cmd_sweep, "gradcheck": cmd_gradcheck,
+                    "inspect": cmd_inspect, "trajectories": cmd_trajectories}
         return commands[args.command](args)
     except (UsageError, ConfigError, RunFileError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)

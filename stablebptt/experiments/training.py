@@ -13,6 +13,13 @@ from .presets import build_task
 from .results import METRICS, Checkpoint, RunRecord, read_run, write_run
 
 
+DIVERGENCE_METRICS = ("batch_loss", "train_loss", "test_loss", "grad_size")
+
+
+class Diverged(RuntimeError):
+    """A run whose loss or gradient became NaN or infinite."""
+
+
 def single_threaded_blas():
     """Context in which BLAS (the controllers' matrix products) runs on one thread.
 
@@ -59,7 +66,9 @@ class Progress:
 class Trainer:
     """Trains one run and keeps its file up to date. Build with :meth:`new` or :meth:`resume`."""
 
-    def __init__(self, config, path, task, theta, opt_state, rng, metrics, params_initial, epoch):
+    def __init__(self, config, path, task, theta, opt_state, rng, metrics, params_initial, epoch,
+                 status="running"):
+        self.status = status
         self.config = config
         self.path = path
         self.task = task
@@ -104,16 +113,16 @@ class Trainer:
         rng.bit_generator.state = ck.rng_state
         metrics = {name: list(record.metrics[name][:ck.epoch]) for name in METRICS}
         return cls(config, os.fspath(path), task, theta, opt_state, rng, metrics,
-                   record.params_initial, ck.epoch)
+                   record.params_initial, ck.epoch, record.status)
 
     @property
     def finished(self):
         return self.epoch >= self.config.epochs
 
-    def save(self, status):
+    def save(self, status, **attrs):
         views = self.task.controller.views(self.theta)
         record = RunRecord(
-            config=self.config, status=status,
+            config=self.config, status=status, attrs=attrs,
             metrics={k: v[:self.epoch] for k, v in self.metrics.items()},
             train=self.task.train, test=self.task.test, params_initial=self.params_initial,
             params_final={k: v.copy() for k, v in views.items()},
@@ -130,9 +139,11 @@ class Trainer:
             t0 = time.perf_counter()
             result = problem.gradient(self.theta, batch, self.mode)
             grad = result.grad
-            sizes.append(float(np.sum(np.square(grad, dtype=np.float64))))
-            clipped = clip_gradient(grad, cfg.clip, cfg.clip_value)
-            self.optimizer.update(self.theta, clipped, self.opt_state)
+            # overflow here is divergence, which run() detects from the metrics and reports
+            with np.errstate(over="ignore", invalid="ignore"):
+                sizes.append(float(np.sum(np.square(grad, dtype=np.float64))))
+                clipped = clip_gradient(grad, cfg.clip, cfg.clip_value)
+                self.optimizer.update(self.theta, clipped, self.opt_state)
             update_time += time.perf_counter() - t0
             losses.append(result.loss)
             physics.append(result.physics_loss)
@@ -150,13 +161,24 @@ class Trainer:
         self.epoch += 1
         return values
 
-    def run(self, quiet=False):
-        """Train to ``config.epochs``, checkpointing every ``checkpoint_every`` epochs and at the end."""
+    def run(self, quiet=False, on_epoch=None):
+        """Train to ``config.epochs``, checkpointing every ``checkpoint_every`` epochs and at the end.
+
+        A NaN or inf in a loss or in the gradient stops the run: its file keeps the epoch's metrics
+        and is marked ``diverged`` (attribute ``diverged_epoch``), and :class:`Diverged` is raised.
+        ``on_epoch(epoch, values)`` is called after every epoch (progress reporting).
+        """
         progress = Progress(self.config.epochs, os.path.basename(self.path), quiet)
         while not self.finished:
             values = self.train_epoch()
+            if not all(np.isfinite(values[k]) for k in DIVERGENCE_METRICS):
+                self.save("diverged", diverged_epoch=self.epoch)
+                raise Diverged(f"{self.path}: diverged at epoch {self.epoch} "
+                               f"(loss {values['batch_loss']}, gradient size {values['grad_size']})")
             if self.epoch % self.config.checkpoint_every == 0 and not self.finished:
                 self.save("running")
             progress.update(self.epoch, f"test loss {values['test_loss']:.4g}")
+            if on_epoch is not None:
+                on_epoch(self.epoch, values)
         self.save("finished")
         return self.metrics
