@@ -2,6 +2,6 @@
 
 from .cnn import CNN
 from .mlp import MLP
-from .quadratic import Quadratic
+from .quadratic import Constant, Quadratic
 
-__all__ = ["CNN", "MLP", "Quadratic"]
+__all__ = ["CNN", "Constant", "MLP", "Quadratic"]

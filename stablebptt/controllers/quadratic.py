@@ -1,4 +1,4 @@
-"""The toy controller ``f(x) = t1 x^2 + t2 x`` of the paper's Figure 1 (scalar in, scalar out)."""
+"""Toy controllers: ``f(x) = t1 x^2 + t2 x`` (the paper's Figure 1) and a constant ``f(x) = theta``."""
 
 from dataclasses import dataclass
 
@@ -47,3 +47,52 @@ class Quadratic:
 
     def init(self, rng=None, dtype=np.float64):
         return np.zeros(2, dtype=dtype)
+
+
+@kernel(forward_sig)
+def constant_forward(theta, spec, x, acts, n, nsteps, c):
+    for b in range(x.shape[0]):
+        c[b, :] = theta
+
+
+@kernel(vjp_sig)
+def constant_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
+    batch, dim = mu.shape
+    dx[:, :] = 0.0
+    for b in range(batch):
+        for i in range(dim):
+            deltas[(n * batch + b) * dim + i] = mu[b, i]
+
+
+@kernel(param_grad_sig)
+def constant_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
+    dim = g.shape[0]
+    for r in range(xs.shape[0]):
+        for i in range(dim):
+            g[i] += deltas[r * dim + i]
+
+
+@dataclass(frozen=True)
+class Constant:
+    """An open-loop control that ignores the state: ``f(x) = theta`` (``n_outputs`` parameters)."""
+
+    n_inputs: int
+    n_outputs: int
+
+    spec = np.zeros(1, dtype=np.int64)
+    forward = staticmethod(constant_forward)
+    vjp = staticmethod(constant_vjp)
+    param_grad = staticmethod(constant_param_grad)
+
+    @property
+    def n_params(self):
+        return self.n_outputs
+
+    def acts_size(self, rows):
+        return 0
+
+    def deltas_size(self, rows):
+        return rows * self.n_outputs
+
+    def init(self, rng=None, dtype=np.float64):
+        return np.zeros(self.n_outputs, dtype=dtype)

@@ -131,6 +131,20 @@ def build_parser():
     g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
     g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
     g.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("plot", help="the paper's figures 3-5 and a summary table from a folder of runs")
+    f.add_argument("folder", help="a folder of run files (e.g. a sweep's)")
+    f.add_argument("--out", help="where the figures and summary.csv go (default: the folder)")
+    f.add_argument("--threshold", type=float, default=0.1,
+                   help="test loss for the 'epochs to reach' column (default 0.1)")
+    a = sub.add_parser("animate", help="a GIF of a run's controller at work")
+    a.add_argument("file")
+    a.add_argument("--out", help="GIF file (default: beside the run file)")
+    a.add_argument("--sample", type=int, default=0, help="which test state (default 0)")
+    a.add_argument("--fps", type=int, default=25)
+    a.add_argument("--params", choices=("final", "initial"), default="final")
+    y = sub.add_parser("toy", help="the paper's toy examples (Figures 1 and 2)")
+    y.add_argument("--out", default="figures", help="output folder (default figures/)")
+    y.add_argument("--iterations", type=int, default=200, help="Adam iterations (default 200)")
     t = sub.add_parser("trajectories", help="draw a run's controlled trajectories (PNG or PDF)")
     t.add_argument("file")
     t.add_argument("--out", help="image file (default: beside the run file, .png)")
@@ -237,6 +251,52 @@ def cmd_inspect(args):
     return 0
 
 
+def cmd_plot(args):
+    from .paper import load_folder, missing_runs, paper_figures, summary_rows, write_summary
+
+    if not os.path.isdir(args.folder):
+        raise UsageError(f"no such folder: {args.folder}")
+    runs, problems = load_folder(args.folder)
+    for name, reason in problems:
+        print(f"stablebptt: unreadable run {name}: {reason}", file=sys.stderr)
+    for line in missing_runs(list(runs.values())):
+        print(f"stablebptt: missing run: {line}", file=sys.stderr)
+    if not runs:
+        raise UsageError(f"no readable run files in {args.folder}")
+    out = args.out or args.folder
+    _writable_folder(out)
+    for path in paper_figures(list(runs.values()), out):
+        print(path)
+    write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
+    print(os.path.join(out, "summary.csv"))
+    return 1 if problems else 0
+
+
+def cmd_animate(args):
+    from .figures import animate_run
+
+    record = read_run(args.file)
+    if not 0 <= args.sample < len(record.test):
+        raise UsageError(f"--sample={args.sample} is not one of the {len(record.test)} test states")
+    if args.fps < 1:
+        raise UsageError(f"--fps must be >= 1, got {args.fps}")
+    if args.out:
+        _writable_folder(os.path.dirname(os.path.abspath(args.out)))
+    print(animate_run(args.file, args.out, args.sample, args.fps, args.params))
+    return 0
+
+
+def cmd_toy(args):
+    from .toy import toy_figures
+
+    if args.iterations < 1:
+        raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
+    _writable_folder(args.out)
+    for path in toy_figures(args.out, iterations=args.iterations):
+        print(path)
+    return 0
+
+
 def cmd_trajectories(args):
     from .figures import plot_trajectories
 
@@ -255,7 +315,8 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "sweep": cmd_sweep, "gradcheck": cmd_gradcheck,
-                    "inspect": cmd_inspect, "trajectories": cmd_trajectories}
+                    "inspect": cmd_inspect, "trajectories": cmd_trajectories, "plot": cmd_plot,
+                    "toy": cmd_toy, "animate": cmd_animate}
         return commands[args.command](args)
     except (UsageError, ConfigError, RunFileError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)

@@ -113,3 +113,69 @@ def matplotlib_colour(name):
     from matplotlib.colors import to_rgb
 
     return to_rgb(name)
+
+
+def animate_run(path, out=None, sample=0, fps=25, which="final"):
+    """A GIF of the run's controller at work on one test state (cart-pole swing-up, guidance
+    herd, or the quantum density); returns the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    task, states, controls = controlled_rollout(path, sample + 1, which)
+    states = states[:, sample]
+    sim, name = task.problem.sim, task.config.task
+    out = out or os.path.splitext(os.fspath(path))[0] + f"_{which}.gif"
+    fig, ax = plt.subplots(figsize=(5, 4))
+    artists = []
+    if name == "cartpole":
+        length = 2 * sim.length  # drawn at the full pole length
+        reach = length * sim.poles + 0.5
+        span = max(np.abs(states[:, 0]).max() + reach, 3.0)
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-reach, reach)
+        ax.axhline(0, color="k", lw=0.5)
+        cart, = ax.plot([], [], "s", color="#073b4c", ms=14)
+        poles = [ax.plot([], [], "-o", color="#ef476f", lw=3, ms=4)[0] for _ in range(sim.poles)]
+        artists = [cart] + poles
+
+        def draw(t):
+            x = states[t, 0]
+            cart.set_data([x], [0.0])
+            for i, line in enumerate(poles):
+                th = states[t, 2 + 2 * i]  # theta = 0 upright, pi hanging
+                line.set_data([x, x + length * np.sin(th)], [0.0, length * np.cos(th)])
+            return artists
+    elif name == "guidance":
+        positions = sim.positions(states)
+        ax.set_xlim(positions[..., 0].min() - 0.5, positions[..., 0].max() + 0.5)
+        ax.set_ylim(positions[..., 1].min() - 0.5, positions[..., 1].max() + 0.5)
+        ax.set_aspect("equal")
+        ax.plot(*sim.target, "x", color="k", ms=10)
+        drivers, = ax.plot([], [], "o", color="tab:red", ms=8)
+        evaders, = ax.plot([], [], "o", color="tab:blue", ms=6)
+        artists = [drivers, evaders]
+
+        def draw(t):
+            drivers.set_data(positions[t, :sim.drivers, 0], positions[t, :sim.drivers, 1])
+            evaders.set_data(positions[t, sim.drivers:, 0], positions[t, sim.drivers:, 1])
+            return artists
+    else:
+        density = np.abs(sim.wavefunction(states)) ** 2
+        grid = sim.dx * np.arange(1, sim.nx + 1)
+        ax.plot(grid, sim.params[2:] ** 2, color="#06d6a0", label=f"target state {sim.target_state}")
+        ax.set_ylim(0, density.max() * 1.1)
+        line, = ax.plot([], [], color="#073b4c", label="|psi|^2")
+        ax.legend(fontsize=8)
+        artists = [line]
+
+        def draw(t):
+            line.set_data(grid, density[t])
+            return artists
+    ax.set_title(f"{os.path.basename(os.fspath(path))}\ntest state {sample}", fontsize=8)
+    animation = FuncAnimation(fig, draw, frames=len(states), blit=True)
+    animation.save(out, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return out

@@ -1,7 +1,9 @@
-"""The paper's unrolled toy: a scalar state moved by its control, ``s(x, c) = x + c``.
+"""The paper's toy problems: a state moved by its control, ``s(x, c) = x + c``.
 
-Stage loss ``1/2 mean (x - y)^2`` for a target ``y``. With the :class:`~stablebptt.controllers.Quadratic`
-controller ``f(x) = t1 x^2 + t2 x``, ``x0 = -0.3``, ``y = 2`` and 4 steps this is Figure 1's problem.
+Stage loss ``1/2 mean_b |x - y|^2`` for a target ``y``. Scalar, with the
+:class:`~stablebptt.controllers.Quadratic` controller ``f(x) = t1 x^2 + t2 x``, ``x0 = -0.3``,
+``y = 2`` and 4 steps, this is Figure 1's problem; in 2-D with a constant control and one step,
+the loss is ``|theta|^2 / 2``, Figure 2's.
 """
 
 from dataclasses import dataclass
@@ -26,26 +28,32 @@ def shift_step_vjp(p, x, c, lam_next, dx, dc):
 def target_loss(p, x):
     total = 0.0
     for b in range(x.shape[0]):
-        total += 0.5 * (x[b, 0] - p[0]) ** 2
+        for i in range(x.shape[1]):
+            total += 0.5 * (x[b, i] - p[i]) ** 2
     return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def target_loss_grad(p, x, scale, gx):
     for b in range(x.shape[0]):
-        gx[b, 0] += scale * (x[b, 0] - p[0]) / x.shape[0]
+        for i in range(x.shape[1]):
+            gx[b, i] += scale * (x[b, i] - p[i]) / x.shape[0]
 
 
 @dataclass(frozen=True)
 class Shift:
-    """``x_{n+1} = x_n + c_n`` on a scalar state, loss ``1/2 (x - target)^2``."""
+    """``x_{n+1} = x_n + c_n``, loss ``1/2 |x - target|^2``; ``target`` a number or a point."""
 
-    target: float = 2.0
+    target: object = 2.0
 
     name = "toy"
-    state_dim = 1
-    control_dim = 1
     continuous_reduction = "sum"
+
+    @property
+    def state_dim(self):
+        return int(np.size(self.target))
+
+    control_dim = state_dim
 
     step = staticmethod(shift_step)
     step_vjp = staticmethod(shift_step_vjp)
@@ -54,4 +62,4 @@ class Shift:
 
     @property
     def params(self):
-        return np.array([self.target], dtype=np.float64)
+        return np.atleast_1d(np.asarray(self.target, dtype=np.float64)).copy()

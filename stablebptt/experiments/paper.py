@@ -1,0 +1,152 @@
+"""The paper's result figures (3, 4, 5) and a summary table, made from a folder of run files."""
+
+import csv
+import glob
+import itertools
+import os
+import sys
+
+import numpy as np
+
+from .results import RunFileError, read_run
+
+MODE_COLOURS = {"R": "#ef476f", "M": "#ffd166", "C": "#06d6a0", "S": "#073b4c", "N": "#118ab2"}
+CLIP_STYLES = {"norm": "-", "value": "--", "none": ":"}
+SMOOTHING = 30
+# the panel axis of each task's figure: (config field, panel title)
+PANELS = {"cartpole": ("poles", "{} pole(s)"), "guidance": ("rho", "rho = {:g}"),
+          "quantum": ("target_state", "target state {}")}
+FIGURE_NAMES = {"guidance": "figure3_guidance", "cartpole": "figure4_cartpole",
+                "quantum": "figure5_quantum"}
+
+
+def smooth(values, window=SMOOTHING):
+    """The reference's smoothing: a moving mean over ``window`` epochs, padded with the first value."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, np.ones(window) / window, mode="valid")
+
+
+def load_folder(folder):
+    """``(runs, problems)``: readable run records by path, and ``(name, reason)`` for the others."""
+    runs, problems = {}, []
+    for path in sorted(glob.glob(os.path.join(folder, "*.h5"))):
+        try:
+            runs[path] = read_run(path)
+        except RunFileError as err:
+            problems.append((os.path.basename(path), str(err)))
+    return runs, problems
+
+
+def missing_runs(records):
+    """Grid points absent from a task's runs: every combination of the panel values, modes, clipping
+    modes and seeds that occur, which has no run (an incomplete sweep)."""
+    missing = []
+    for task, group in _by_task(records).items():
+        field = PANELS[task][0]
+        seen = {(getattr(r.config, field), r.config.mode, r.config.clip, r.config.seed) for r in group}
+        axes = [sorted({key[i] for key in seen}) for i in range(4)]
+        for combo in itertools.product(*axes):
+            if combo not in seen:
+                missing.append(f"{task}: {field}={combo[0]} mode={combo[1]} clip={combo[2]} seed={combo[3]}")
+    return missing
+
+
+def _by_task(records):
+    groups = {}
+    for record in records:
+        groups.setdefault(record.config.task, []).append(record)
+    return groups
+
+
+def paper_figures(records, out_folder):
+    """One figure per task present (PNG and PDF); returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    os.makedirs(out_folder, exist_ok=True)
+    written = []
+    for task, group in sorted(_by_task(records).items()):
+        field, title = PANELS[task]
+        panels = sorted({getattr(r.config, field) for r in group}, key=lambda v: -v if task == "guidance" else v)
+        extra = task == "quantum"  # Figure 5 adds the update size
+        n = len(panels) + extra
+        cols = min(n, 2 if task == "cartpole" else n)
+        rows = -(-n // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+        axes = axes.ravel()
+        for ax, value in zip(axes, panels):
+            for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
+                if getattr(r.config, field) == value and len(r.metrics["test_loss"]):
+                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["test_loss"]),
+                            color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.2)
+            ax.set_title(title.format(value), fontsize=10)
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.set_ylabel(f"test loss (smoothed over {SMOOTHING})", fontsize=8)
+        if extra:
+            ax = axes[len(panels)]
+            for r in group:
+                if len(r.metrics["grad_size"]):
+                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["grad_size"]),
+                            color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.0)
+            ax.set_yscale("log")
+            ax.set_title("update size |g|^2 (all target states)", fontsize=10)
+            ax.set_xlabel("epoch", fontsize=8)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        modes = sorted({r.config.mode for r in group}, key="RMCSN".index)
+        clips = sorted({r.config.clip for r in group})
+        handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
+                   + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+        fig.suptitle(task, fontsize=12)
+        fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+        stem = os.path.join(out_folder, FIGURE_NAMES[task])
+        for ext in ("png", "pdf"):
+            fig.savefig(f"{stem}.{ext}", dpi=130)
+            written.append(f"{stem}.{ext}")
+        plt.close(fig)
+    return written
+
+
+SUMMARY_FIELDS = ("task", "setting", "mode", "clip", "seed", "status", "epochs", "final_test_loss",
+                  "best_test_loss", "best_epoch", "epochs_to_threshold", "file")
+
+
+def summary_rows(runs, threshold):
+    """One row per run: final and best test loss and the first epoch at or below ``threshold``."""
+    rows = []
+    for path, r in sorted(runs.items(), key=lambda kv: (kv[1].config.task, kv[0])):
+        field = PANELS[r.config.task][0]
+        test = np.asarray(r.metrics["test_loss"])
+        below = np.nonzero(test <= threshold)[0] if threshold is not None else []
+        rows.append(dict(
+            task=r.config.task, setting=f"{field}={getattr(r.config, field)}", mode=r.config.mode,
+            clip=r.config.clip, seed=r.config.seed, status=r.status, epochs=r.epochs_done,
+            final_test_loss=float(test[-1]) if len(test) else float("nan"),
+            best_test_loss=float(np.nanmin(test)) if len(test) else float("nan"),
+            best_epoch=int(np.nanargmin(test)) + 1 if len(test) else 0,
+            epochs_to_threshold=int(below[0]) + 1 if len(below) else "",
+            file=os.path.basename(path)))
+    return rows
+
+
+def write_summary(rows, path, stream=None):
+    """Save the rows as CSV and print them as a table (to ``stream``, default stdout)."""
+    stream = stream or sys.stdout
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    header = f"{'task':9} {'setting':16} {'mode':4} {'clip':5} {'seed':>4} {'epochs':>6} {'final':>10} {'best':>10} {'to thr.':>7}"
+    print(header, file=stream)
+    for row in rows:
+        print(f"{row['task']:9} {row['setting']:16} {row['mode']:4} {row['clip']:5} {row['seed']:>4} "
+              f"{row['epochs']:>6} {row['final_test_loss']:>10.4g} {row['best_test_loss']:>10.4g} "
+              f"{str(row['epochs_to_threshold']):>7}", file=stream)

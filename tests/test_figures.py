@@ -1,0 +1,95 @@
+"""Paper figures, the summary table, the toy examples and animations, from small runs."""
+
+import csv
+
+import matplotlib.image
+import numpy as np
+import pytest
+from PIL import Image
+
+from stablebptt.experiments import Trainer, preset
+from stablebptt.experiments.cli import main
+from stablebptt.experiments.toy import RotationToy, toy_figures
+
+SMALL = {
+    "cartpole": dict(n_steps=10, width=8),
+    "guidance": dict(n_steps=10, width=8, drivers=1, evaders=2),
+    "quantum": dict(n_steps=8, width=4, nx=12),
+}
+
+
+def _small_runs(folder, task, axis, values, modes=("R", "C")):
+    for value in values:
+        for mode in modes:
+            config = preset(task, mode=mode, epochs=3, n_data=16, checkpoint_every=3,
+                            **{axis: value}, **SMALL[task])
+            Trainer.new(config, str(folder / (config.run_name() + ".h5"))).run(quiet=True)
+
+
+def _valid_png(path):
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    assert image[..., :3].std() > 0.02
+
+
+def test_paper_figures_and_summary(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _small_runs(runs, "cartpole", "poles", [1, 2])
+    _small_runs(runs, "guidance", "rho", [1.0, 0.1])
+    _small_runs(runs, "quantum", "target_state", [3, 4])
+    assert main(["plot", str(runs), "--out", str(tmp_path / "figs"), "--threshold", "10"]) == 0
+    out = capsys.readouterr()
+    for stem in ("figure3_guidance", "figure4_cartpole", "figure5_quantum"):
+        _valid_png(tmp_path / "figs" / f"{stem}.png")
+        assert (tmp_path / "figs" / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    with open(tmp_path / "figs" / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and {r["task"] for r in rows} == {"cartpole", "guidance", "quantum"}
+    guidance = [r for r in rows if r["task"] == "guidance"]
+    assert all(r["epochs_to_threshold"] == "1" for r in guidance)  # guidance losses start below 10
+    assert "missing run" not in out.err
+
+
+def test_plot_reports_unreadable_and_missing_runs(tmp_path, capsys):
+    _small_runs(tmp_path, "cartpole", "poles", [1, 2], modes=("R",))
+    config = preset("cartpole", poles=1, mode="C", epochs=1, n_data=16, **SMALL["cartpole"])
+    Trainer.new(config, str(tmp_path / (config.run_name() + ".h5"))).run(quiet=True)
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5 at all")
+    assert main(["plot", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "unreadable run broken.h5" in err
+    assert "missing run: cartpole: poles=2 mode=C clip=norm seed=42" in err
+    _valid_png(tmp_path / "figure4_cartpole.png")
+    assert main(["plot", str(tmp_path / "nowhere")]) == 2
+
+
+def test_toy_adam_converges_on_the_gradient_field_only():
+    toy = RotationToy()
+    _, gradient = toy.adam("gradient")
+    _, rotation = toy.adam("rotation")
+    _, combination = toy.adam("combination")
+    assert gradient[-1] < 1e-3 * gradient[0]
+    assert rotation[-1] > 0.01 * rotation[0] and rotation.min() > 0.1
+    assert combination[-1] < 0.1 * rotation[-1]
+    np.testing.assert_allclose(toy.field((1.0, 2.0), "gradient"), [2.0, 4.0])
+    np.testing.assert_allclose(toy.field((1.0, 2.0), "combination"), [0.0, 8.0])  # x: -6 vs 2
+
+
+def test_toy_figures(tmp_path):
+    paths = toy_figures(tmp_path, iterations=20, resolution=9)
+    assert len(paths) == 4
+    for path in paths:
+        if path.endswith(".png"):
+            _valid_png(path)
+
+
+@pytest.mark.parametrize("task", ["cartpole", "guidance", "quantum"])
+def test_animation(task, tmp_path):
+    config = preset(task, epochs=1, n_data=16, **SMALL[task])
+    Trainer.new(config, str(tmp_path / "run.h5")).run(quiet=True)
+    assert main(["animate", str(tmp_path / "run.h5"), "--sample", "1", "--out", str(tmp_path / "a.gif")]) == 0
+    with Image.open(tmp_path / "a.gif") as gif:
+        # one frame per state; Pillow merges identical neighbours (guidance starts at rest)
+        assert config.n_steps <= gif.n_frames <= config.n_steps + 1
+    assert main(["animate", str(tmp_path / "run.h5"), "--sample", "16"]) == 2
