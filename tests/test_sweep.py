@@ -47,7 +47,7 @@ def test_skip_resume_and_worker_count_independence(tmp_path):
     partial.save("running")
     two = run_sweep(configs, tmp_path / "two", workers=2, quiet=True)
     assert [o.status for o in two] == ["finished", "finished"]
-    one = run_sweep(configs, tmp_path / "one", workers=1, quiet=True)
+    run_sweep(configs, tmp_path / "one", workers=1, quiet=True)
     a, b = _final_thetas(tmp_path / "one", configs), _final_thetas(tmp_path / "two", configs)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import Problem
 from .modes import Mode, combine_gradients, parse_mode
 
 
@@ -211,8 +210,10 @@ def check_modes(problem, theta, x0, rng, n_directions=None, eps=3e-3, tolerance=
                         relative_error(adjoint.grad_modified, g_m))
             results.append(CheckResult("mode C = sign rule(M, R), one forward pass", error, tolerance))
             continue
-        fd = np.array([central_jvp(lambda th: frozen_loss(problem, th, frozen_states, mode),
-                                   theta, d, eps, order=4) for d in directions])
+        def frozen(th, mode=mode):
+            return frozen_loss(problem, th, frozen_states, mode)
+
+        fd = np.array([central_jvp(frozen, theta, d, eps, order=4) for d in directions])
         results.append(CheckResult(f"mode {mode.letter} vs frozen-trajectory differences",
                                    relative_error(directions @ adjoint.grad, fd), tolerance))
     return results

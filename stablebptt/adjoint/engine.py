@@ -106,8 +106,6 @@ def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, s
     return losses
 
 
-LOSS_MODES = ("FINAL", "CONTINUOUS")
-
 _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
 
 

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError
 from .gradcheck import GRADCHECK_TASKS, format_table, run_gradcheck
 from .optim import CLIP_MODES
 from .presets import PRESET_HELP, PRESETS, preset
@@ -72,7 +72,8 @@ def _list_of(kind):
         try:
             return [kind(v) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"not a comma-separated list of {kind.__name__}: {text!r}") from None
     parse.__name__ = f"list of {kind.__name__}"
     return parse
 
