@@ -233,7 +233,8 @@ def cmd_inspect(args):
     cfg = record.config
     print(f"file:     {args.file}")
     print(f"status:   {record.status}, {record.epochs_done} of {cfg.epochs} epochs"
-          + (f", checkpoint at epoch {record.checkpoint.epoch}" if record.checkpoint else ""))
+          + (f", checkpoint at epoch {record.checkpoint.epoch}" if record.checkpoint else "")
+          + (f", NaN/inf at epoch {record.attrs['diverged_epoch']}" if "diverged_epoch" in record.attrs else ""))
     print("config:   " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
     print("versions: " + " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.attrs.items()
                                   if k.startswith("version.")))
