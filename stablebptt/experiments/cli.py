@@ -323,6 +323,9 @@ def main(argv=None):
     except (UsageError, ConfigError, RunFileError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # output piped into e.g. head: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("stablebptt: interrupted; the run file holds the last checkpoint", file=sys.stderr)
         return 130
