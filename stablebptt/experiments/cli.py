@@ -137,6 +137,9 @@ def build_parser():
     f.add_argument("--out", help="where the figures and summary.csv go (default: the folder)")
     f.add_argument("--threshold", type=float, default=0.1,
                    help="test loss for the 'epochs to reach' column (default 0.1)")
+    f.add_argument("--smooth", type=int, default=30,
+                   help="moving-mean window in epochs (default 30, the reference's; capped at a "
+                   "third of a run)")
     a = sub.add_parser("animate", help="a GIF of a run's controller at work")
     a.add_argument("file")
     a.add_argument("--out", help="GIF file (default: beside the run file)")
@@ -267,7 +270,9 @@ def cmd_plot(args):
         raise UsageError(f"no readable run files in {args.folder}")
     out = args.out or args.folder
     _writable_folder(out)
-    for path in paper_figures(list(runs.values()), out):
+    if args.smooth < 1:
+        raise UsageError(f"--smooth must be >= 1, got {args.smooth}")
+    for path in paper_figures(list(runs.values()), out, args.smooth):
         print(path)
     write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
     print(os.path.join(out, "summary.csv"))

@@ -21,10 +21,15 @@ FIGURE_NAMES = {"guidance": "figure3_guidance", "cartpole": "figure4_cartpole",
 
 
 def smooth(values, window=SMOOTHING):
-    """The reference's smoothing: a moving mean over ``window`` epochs, padded with the first value."""
+    """The reference's smoothing: a moving mean over ``window`` epochs, padded with the first value.
+
+    The window is capped at a third of the run, so that short runs (the guidance script's 10
+    epochs) are not flattened into their first value.
+    """
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return values
+    window = max(1, min(window, len(values) // 3))
     padded = np.concatenate([np.full(window - 1, values[0]), values])
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
@@ -61,7 +66,7 @@ def _by_task(records):
     return groups
 
 
-def paper_figures(records, out_folder):
+def paper_figures(records, out_folder, window=SMOOTHING):
     """One figure per task present (PNG and PDF); returns the written paths."""
     import matplotlib
 
@@ -83,17 +88,18 @@ def paper_figures(records, out_folder):
         for ax, value in zip(axes, panels):
             for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
                 if getattr(r.config, field) == value and len(r.metrics["test_loss"]):
-                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["test_loss"]),
+                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["test_loss"], window),
                             color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.2)
             ax.set_title(title.format(value), fontsize=10)
             ax.set_yscale("log")
             ax.set_xlabel("epoch", fontsize=8)
-            ax.set_ylabel(f"test loss (smoothed over {SMOOTHING})", fontsize=8)
+            longest = max(r.epochs_done for r in group if getattr(r.config, field) == value)
+            ax.set_ylabel(f"test loss (smoothed over {max(1, min(window, longest // 3))})", fontsize=8)
         if extra:
             ax = axes[len(panels)]
             for r in group:
                 if len(r.metrics["grad_size"]):
-                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["grad_size"]),
+                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["grad_size"], window),
                             color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.0)
             ax.set_yscale("log")
             ax.set_title("update size |g|^2 (all target states)", fontsize=10)
