@@ -1,0 +1,317 @@
+"""CUDA mirror of the BPTT engine for the cart-pole simulator and the MLP controller.
+
+Each GPU thread rolls one trajectory out and sweeps it back with the same recursions as
+:mod:`stablebptt.adjoint.engine`; the per-thread parameter gradients are summed by a second kernel
+in a fixed order (one thread per parameter), so results do not depend on scheduling. The
+trajectory stays on the device for the whole update; only the parameters go in and the gradient
+comes out (about 40 kB for the paper's MLP), and Adam runs on the host so that one optimiser
+implementation, and one checkpoint format, serves both devices.
+
+The device functions mirror the CPU kernels line by line (the CPU kernels are batch-vectorised
+Numba code that the CUDA target cannot call). Other simulators and the CNN are not mirrored yet.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ..adjoint.engine import Gradient
+from ..adjoint.modes import Mode, combine_gradients, parse_mode
+from ..controllers import MLP
+from ..sims import CartPole
+
+_G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
+
+
+@cuda.jit(device=True)
+def _pole_acceleration(th, td, force, g, m, total_mass, length):
+    cos = math.cos(th)
+    sin = math.sin(th)
+    sintd2 = sin * td * td
+    a = (force + m * length * sintd2) / total_mass
+    bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
+    tdd = (g * sin - cos * a) / bb
+    return cos, sin, sintd2, a, bb, tdd
+
+
+@cuda.jit(device=True)
+def _cartpole_step(p, x, c, out):
+    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
+    force = c[0]
+    csum = 0.0
+    for i in range(x.shape[0] // 2 - 1):
+        th, td = x[2 + 2 * i], x[3 + 2 * i]
+        cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
+        csum += sintd2 - tdd * cos
+        td_new = td + dt * tdd
+        out[3 + 2 * i] = td_new
+        out[2 + 2 * i] = th + dt * td_new
+    xd_new = x[1] + dt * (force + m * length * csum) / total_mass
+    out[1] = xd_new
+    out[0] = x[0] + dt * xd_new
+
+
+@cuda.jit(device=True)
+def _cartpole_step_vjp(p, x, c, lam, dx, dc):
+    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
+    ml = m * length
+    force = c[0]
+    g_xd_new = lam[1] + dt * lam[0]
+    dx[0] = lam[0]
+    dx[1] = g_xd_new
+    g_xdd = dt * g_xd_new
+    g_force = g_xdd / total_mass
+    g_csum = ml * g_xdd / total_mass
+    for i in range(x.shape[0] // 2 - 1):
+        th, td = x[2 + 2 * i], x[3 + 2 * i]
+        cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
+        g_td_new = lam[3 + 2 * i] + dt * lam[2 + 2 * i]
+        g_th = lam[2 + 2 * i]
+        g_td = g_td_new
+        g_tdd = dt * g_td_new
+        g_sintd2 = g_csum
+        g_tdd -= cos * g_csum
+        g_cos = -tdd * g_csum
+        g_sin = g * g_tdd / bb
+        g_cos -= a * g_tdd / bb
+        g_a = -cos * g_tdd / bb
+        g_bb = -tdd * g_tdd / bb
+        g_cos -= g_bb * length * 2.0 * m * cos / total_mass
+        g_force += g_a / total_mass
+        g_sintd2 += ml * g_a / total_mass
+        g_sin += td * td * g_sintd2
+        g_td += 2.0 * sin * td * g_sintd2
+        dx[2 + 2 * i] = g_th + cos * g_sin - sin * g_cos
+        dx[3 + 2 * i] = g_td
+    dc[0] = g_force
+
+
+@cuda.jit(device=True)
+def _cartpole_loss(x):
+    """1 - mean cos(theta) of one state (the batch mean is taken over threads)."""
+    n_poles = x.shape[0] // 2 - 1
+    total = 0.0
+    for i in range(n_poles):
+        total += math.cos(x[2 + 2 * i])
+    return 1.0 - total / n_poles
+
+
+@cuda.jit(device=True)
+def _cartpole_loss_grad(x, scale, gx):
+    n_poles = x.shape[0] // 2 - 1
+    for i in range(n_poles):
+        gx[2 + 2 * i] += scale / n_poles * math.sin(x[2 + 2 * i])
+
+
+@cuda.jit(device=True)
+def _mlp_forward(theta, sizes, use_bias, x, acts, c):
+    """One sample through the MLP; hidden activations to ``acts`` (concatenated layers)."""
+    n_layers = sizes.shape[0] - 1
+    p0 = 0
+    a_in = -1  # offset of the layer input in acts (-1: the state x)
+    a_out = 0
+    for k in range(n_layers):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        for j in range(n_out):
+            z = theta[p0 + n_in * n_out + j] if use_bias else 0.0
+            for i in range(n_in):
+                h = x[i] if a_in < 0 else acts[a_in + i]
+                z += h * theta[p0 + i * n_out + j]
+            if k < n_layers - 1:
+                acts[a_out + j] = math.tanh(z)
+            else:
+                c[j] = z
+        p0 += n_in * n_out + use_bias * n_out
+        a_in = a_out
+        a_out += n_out
+
+
+@cuda.jit(device=True)
+def _mlp_backward(theta, sizes, use_bias, x, acts, mu, dx, g, delta, delta_prev):
+    """Adds (df/dtheta)^T mu to ``g`` and writes (df/dx)^T mu to ``dx`` for one sample."""
+    n_layers = sizes.shape[0] - 1
+    offsets = 0  # parameter offset of layer k, found by walking forward
+    for k in range(n_layers - 1):
+        offsets += sizes[k] * sizes[k + 1] + use_bias * sizes[k + 1]
+    act_end = 0
+    for k in range(1, n_layers):
+        act_end += sizes[k]
+    for j in range(sizes[n_layers]):
+        delta[j] = mu[j]
+    p0 = offsets
+    a_out = act_end
+    for k in range(n_layers - 1, -1, -1):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        a_in = a_out - n_in  # this layer's input activations (k > 0)
+        for j in range(n_out):
+            if use_bias:
+                g[p0 + n_in * n_out + j] += delta[j]
+        for i in range(n_in):
+            h = x[i] if k == 0 else acts[a_in + i]
+            s = 0.0
+            for j in range(n_out):
+                g[p0 + i * n_out + j] += h * delta[j]
+                s += theta[p0 + i * n_out + j] * delta[j]
+            if k == 0:
+                dx[i] = s
+            else:
+                delta_prev[i] = s * (1.0 - h * h)
+        if k > 0:
+            for i in range(n_in):
+                delta[i] = delta_prev[i]
+            a_out = a_in
+            p0 -= sizes[k - 1] * n_in + use_bias * n_in
+
+
+@cuda.jit(device=True)
+def _sweep(p, theta, sizes, use_bias, weights, reg_scale, a, b, xs, cs, acts, lam, dxs, dxc, mu,
+           delta, delta_prev, g, inv_batch):
+    n_steps = cs.shape[0]
+    for i in range(lam.shape[0]):
+        lam[i] = 0.0
+    if weights[n_steps] != 0.0:
+        _cartpole_loss_grad(xs[n_steps], weights[n_steps] * inv_batch, lam)
+    for n in range(n_steps - 1, -1, -1):
+        _cartpole_step_vjp(p, xs[n], cs[n], lam, dxs, mu)
+        for j in range(mu.shape[0]):
+            mu[j] += reg_scale * cs[n, j]
+        _mlp_backward(theta, sizes, use_bias, xs[n], acts[n], mu, dxc, g, delta, delta_prev)
+        if n == 0:
+            break
+        for i in range(lam.shape[0]):
+            lam[i] = a * dxs[i] + b * dxc[i]
+        if weights[n] != 0.0:
+            _cartpole_loss_grad(xs[n], weights[n] * inv_batch, lam)
+
+
+@cuda.jit
+def _bptt_kernel(p, theta, sizes, use_bias, weights, rho, a, b, sweeps, with_modified, xs, cs, acts,
+                 lam, dxs, dxc, mu, delta, delta_prev, g_r, g_m, losses):
+    """Thread t: trajectory t forward (per-thread loss and sum of c^2), then its sweep(s)."""
+    t = cuda.grid(1)
+    if t >= xs.shape[0]:
+        return
+    n_steps = cs.shape[1]
+    total = weights[0] * _cartpole_loss(xs[t, 0]) if weights[0] != 0.0 else 0.0
+    squares = 0.0
+    for n in range(n_steps):
+        _mlp_forward(theta, sizes, use_bias, xs[t, n], acts[t, n], cs[t, n])
+        _cartpole_step(p, xs[t, n], cs[t, n], xs[t, n + 1])
+        if weights[n + 1] != 0.0:
+            total += weights[n + 1] * _cartpole_loss(xs[t, n + 1])
+        for j in range(cs.shape[2]):
+            squares += cs[t, n, j] * cs[t, n, j]
+    losses[t, 0] = total
+    losses[t, 1] = squares
+    if not sweeps:
+        return
+    inv_batch = 1.0 / xs.shape[0]
+    reg_scale = 2.0 * rho / (n_steps * xs.shape[0] * cs.shape[2])
+    _sweep(p, theta, sizes, use_bias, weights, reg_scale, a, b, xs[t], cs[t], acts[t], lam[t],
+           dxs[t], dxc[t], mu[t], delta[t], delta_prev[t], g_r[t], inv_batch)
+    if with_modified:
+        _sweep(p, theta, sizes, use_bias, weights, reg_scale, 1.0, 0.0, xs[t], cs[t], acts[t],
+               lam[t], dxs[t], dxc[t], mu[t], delta[t], delta_prev[t], g_m[t], inv_batch)
+
+
+@cuda.jit
+def _sum_rows(per_thread, out):
+    """out[j] = sum over threads of per_thread[t, j], always in the same order."""
+    j = cuda.grid(1)
+    if j < out.shape[0]:
+        total = 0.0
+        for t in range(per_thread.shape[0]):
+            total += per_thread[t, j]
+        out[j] = total
+
+
+class CudaProblem:
+    """The GPU counterpart of :class:`~stablebptt.adjoint.Problem` (cart-pole with an MLP).
+
+    ``gradient`` and ``losses`` have the CPU engine's meaning and return the same types.
+    """
+
+    THREADS = 64
+
+    def __init__(self, problem):
+        if not isinstance(problem.sim, CartPole) or not isinstance(problem.controller, MLP):
+            raise ValueError("the CUDA path covers the cart-pole task with an MLP controller so far")
+        self.cpu = problem
+        self.sim, self.controller = problem.sim, problem.controller
+        self.n_steps, self.rho = problem.n_steps, problem.rho
+        ctrl = self.controller
+        self._p = cuda.to_device(problem.params)
+        self._sizes = cuda.to_device(np.array(ctrl.sizes, dtype=np.int64))
+        self._weights = cuda.to_device(problem.weights)
+        self._buffers = {}
+
+    def _buffers_for(self, batch, dtype):
+        key = (batch, np.dtype(dtype).str)
+        if key not in self._buffers:
+            n, s = self.n_steps, self.sim.state_dim
+            c, ctrl = self.sim.control_dim, self.controller
+            hidden = max(1, ctrl.width * ctrl.depth)
+            widest = max(ctrl.sizes)
+            self._buffers[key] = {
+                "xs": cuda.device_array((batch, n + 1, s), dtype),
+                "cs": cuda.device_array((batch, n, c), dtype),
+                "acts": cuda.device_array((batch, n, hidden), dtype),
+                "lam": cuda.device_array((batch, s), dtype),
+                "dxs": cuda.device_array((batch, s), dtype),
+                "dxc": cuda.device_array((batch, s), dtype),
+                "mu": cuda.device_array((batch, c), dtype),
+                "delta": cuda.device_array((batch, widest), dtype),
+                "delta_prev": cuda.device_array((batch, widest), dtype),
+                "losses": cuda.device_array((batch, 2), np.float64),
+            }
+        return self._buffers[key]
+
+    def _launch(self, theta, x0, mode):
+        theta = np.ascontiguousarray(theta)
+        x0 = np.ascontiguousarray(x0, dtype=theta.dtype).reshape(len(x0), -1)
+        batch = len(x0)
+        buf = self._buffers_for(batch, theta.dtype)
+        xs_host = np.zeros((batch, self.n_steps + 1, self.sim.state_dim), theta.dtype)
+        xs_host[:, 0] = x0
+        buf["xs"].copy_to_device(xs_host)
+        a, b = mode.path_weights if mode is not None else (0.0, 0.0)
+        combined = mode is Mode.COMBINED
+        g_r = cuda.to_device(np.zeros((batch, theta.size), theta.dtype))
+        g_m = cuda.to_device(np.zeros((batch if combined else 1, theta.size), theta.dtype))
+        blocks = (batch + self.THREADS - 1) // self.THREADS
+        _bptt_kernel[blocks, self.THREADS](
+            self._p, cuda.to_device(theta), self._sizes, int(self.controller.bias), self._weights,
+            self.rho, a, b, mode is not None, combined, buf["xs"], buf["cs"], buf["acts"],
+            buf["lam"], buf["dxs"], buf["dxc"], buf["mu"], buf["delta"], buf["delta_prev"], g_r,
+            g_m, buf["losses"])
+        per_thread = buf["losses"].copy_to_host()
+        physics = float(np.mean(per_thread[:, 0]))
+        reg = self.rho * float(np.sum(per_thread[:, 1])) / (self.n_steps * batch * self.sim.control_dim)
+        grads = [self._reduce(g) for g in ((g_r, g_m) if combined else (g_r,))] if mode else []
+        return physics, reg, grads
+
+    def _reduce(self, per_thread):
+        out = cuda.device_array(per_thread.shape[1], per_thread.dtype)
+        blocks = (out.shape[0] + self.THREADS - 1) // self.THREADS
+        _sum_rows[blocks, self.THREADS](per_thread, out)
+        return out.copy_to_host()
+
+    def losses(self, theta, x0):
+        physics, reg, _ = self._launch(theta, x0, None)
+        return physics + reg, physics
+
+    def loss(self, theta, x0):
+        return self.losses(theta, x0)[0]
+
+    def gradient(self, theta, x0, mode):
+        mode = parse_mode(mode)
+        physics, reg, grads = self._launch(theta, x0, mode)
+        if mode is Mode.COMBINED:
+            g, g_m = grads
+            return Gradient(physics + reg, physics, combine_gradients(g_m, g), grad_regular=g,
+                            grad_modified=g_m)
+        return Gradient(physics + reg, physics, grads[0])
+
+    def rollout(self, theta, x0):
+        return self.cpu.rollout(theta, x0)
