@@ -93,13 +93,18 @@ def main():
     parser.add_argument("--repeats", type=int, default=7, help="epochs timed per config (best counts)")
     parser.add_argument("--task", choices=tuple(VARIANTS), default="cartpole")
     parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cartpole only)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--n-data", type=int, default=256, help="train and test states each")
     args = parser.parse_args()
     rows = []
     with single_threaded_blas():
         for label, overrides in VARIANTS[args.task]:
             for dtype in args.dtypes.split(","):
                 configs = {mode: preset(args.task, mode=mode, dtype=dtype, epochs=10**6,
-                                        checkpoint_every=10**6, **overrides) for mode in MODES}
+                                        checkpoint_every=10**6, device=args.device,
+                                        batch_size=args.batch_size, n_data=args.n_data,
+                                        **overrides) for mode in MODES}
                 epoch = time_epochs(configs, args.repeats)
                 for mode, config in configs.items():
                     shapes = matmul_shapes(config, build_task(config).controller,

@@ -107,11 +107,13 @@ def _add_settings(p):
     p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
     p.add_argument("--dtype", help="float32 (default) or float64")
     p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
+    p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda; "
+                   "cartpole so far)")
 
 
 _SETTINGS = ("drivers", "evaders", "weighting", "nx", "clip_value", "optimizer", "lr", "momentum",
              "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
-             "n_steps", "loss_mode", "dtype", "checkpoint_every")
+             "n_steps", "loss_mode", "dtype", "checkpoint_every", "device")
 _SWEEP_AXES = ("poles", "mode", "clip", "rho", "target_state")
 _CONFIG_OPTIONS = _SETTINGS + _SWEEP_AXES + ("seed",)
 

@@ -9,6 +9,7 @@ from .optim import CLIP_MODES, OPTIMIZERS
 
 TASKS = ("cartpole", "guidance", "quantum")
 DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,7 @@ class RunConfig:
     seed: int = 42
     dtype: str = "float32"
     checkpoint_every: int = 10
+    device: str = "cpu"
 
     @property
     def dt(self):
@@ -86,6 +88,9 @@ class RunConfig:
             ("loss_mode", str(self.loss_mode).upper() in ("FINAL", "CONTINUOUS"),
              "must be FINAL or CONTINUOUS"),
             ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+            ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
+            ("device", self.device == "cpu" or self.task == "cartpole",
+             "covers the cartpole task so far (guidance and quantum run on the cpu)"),
         ]
         for name, ok, why in checks:
             if not ok:

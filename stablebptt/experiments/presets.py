@@ -49,7 +49,10 @@ def preset(task, **overrides):
         raise ConfigError(f"unknown task {task!r}: choose from {', '.join(PRESETS)}")
     values = dict(PRESETS[task])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**values).validated()
+    config = RunConfig(**values).validated()
+    if config.device == "cuda":
+        _require_cuda()
+    return config
 
 
 @dataclass
@@ -85,6 +88,23 @@ def build_task(config):
         controller = MLP(sim.state_dim, sim.control_dim, config.width, config.depth, config.bias,
                          config.zero_last)
     problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho)
+    if config.device == "cuda":
+        problem = _cuda_problem(problem)
     train, test = sim.datasets(config.n_data, np.random.RandomState(config.seed))
     dtype = np.dtype(config.dtype)
     return Task(config, problem, train.astype(dtype), test.astype(dtype))
+
+
+def _require_cuda():
+    from ..cuda import cuda_available
+
+    if not cuda_available():
+        raise ConfigError("device='cuda' but numba.cuda finds no usable GPU "
+                          "(pip install 'stablebptt[cuda]' on a machine with an NVIDIA GPU)")
+
+
+def _cuda_problem(problem):
+    _require_cuda()
+    from ..cuda.engine import CudaProblem
+
+    return CudaProblem(problem)
