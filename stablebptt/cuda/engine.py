@@ -36,7 +36,7 @@ def _pole_acceleration(th, td, force, g, m, total_mass, length):
 
 
 @cuda.jit(device=True)
-def _cartpole_step(p, x, c, out):
+def _cartpole_step(p, x, c, out, scratch):
     g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
     force = c[0]
     csum = 0.0
@@ -53,7 +53,7 @@ def _cartpole_step(p, x, c, out):
 
 
 @cuda.jit(device=True)
-def _cartpole_step_vjp(p, x, c, lam, dx, dc):
+def _cartpole_step_vjp(p, x, c, lam, dx, dc, scratch):
     g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
     ml = m * length
     force = c[0]
@@ -88,7 +88,7 @@ def _cartpole_step_vjp(p, x, c, lam, dx, dc):
 
 
 @cuda.jit(device=True)
-def _cartpole_loss(x):
+def _cartpole_loss(p, x):
     """1 - mean cos(theta) of one state (the batch mean is taken over threads)."""
     n_poles = x.shape[0] // 2 - 1
     total = 0.0
@@ -98,16 +98,21 @@ def _cartpole_loss(x):
 
 
 @cuda.jit(device=True)
-def _cartpole_loss_grad(x, scale, gx):
+def _cartpole_loss_grad(p, x, scale, gx):
     n_poles = x.shape[0] // 2 - 1
     for i in range(n_poles):
         gx[2 + 2 * i] += scale / n_poles * math.sin(x[2 + 2 * i])
 
 
 @cuda.jit(device=True)
-def _mlp_forward(theta, sizes, use_bias, x, acts, c):
-    """One sample through the MLP; hidden activations to ``acts`` (concatenated layers)."""
-    n_layers = sizes.shape[0] - 1
+def _mlp_forward(theta, spec, x, acts, c, scratch):
+    """One sample through the MLP; hidden activations to ``acts`` (concatenated layers).
+
+    ``spec`` is the CPU MLP's: ``[n_layers, use_bias, size_0, ..., size_L]``.
+    """
+    n_layers = spec[0]
+    use_bias = spec[1]
+    sizes = spec[2:]
     p0 = 0
     a_in = -1  # offset of the layer input in acts (-1: the state x)
     a_out = 0
@@ -128,9 +133,16 @@ def _mlp_forward(theta, sizes, use_bias, x, acts, c):
 
 
 @cuda.jit(device=True)
-def _mlp_backward(theta, sizes, use_bias, x, acts, mu, dx, g, delta, delta_prev):
+def _mlp_backward(theta, spec, x, acts, mu, dx, g, scratch):
     """Adds (df/dtheta)^T mu to ``g`` and writes (df/dx)^T mu to ``dx`` for one sample."""
-    n_layers = sizes.shape[0] - 1
+    n_layers = spec[0]
+    use_bias = spec[1]
+    sizes = spec[2:]
+    widest = 0
+    for k in range(n_layers + 1):
+        widest = max(widest, sizes[k])
+    delta = scratch[:widest]
+    delta_prev = scratch[widest:2 * widest]
     offsets = 0  # parameter offset of layer k, found by walking forward
     for k in range(n_layers - 1):
         offsets += sizes[k] * sizes[k + 1] + use_bias * sizes[k + 1]
@@ -164,55 +176,59 @@ def _mlp_backward(theta, sizes, use_bias, x, acts, mu, dx, g, delta, delta_prev)
             p0 -= sizes[k - 1] * n_in + use_bias * n_in
 
 
-@cuda.jit(device=True)
-def _sweep(p, theta, sizes, use_bias, weights, reg_scale, a, b, xs, cs, acts, lam, dxs, dxc, mu,
-           delta, delta_prev, g, inv_batch):
-    n_steps = cs.shape[0]
-    for i in range(lam.shape[0]):
-        lam[i] = 0.0
-    if weights[n_steps] != 0.0:
-        _cartpole_loss_grad(xs[n_steps], weights[n_steps] * inv_batch, lam)
-    for n in range(n_steps - 1, -1, -1):
-        _cartpole_step_vjp(p, xs[n], cs[n], lam, dxs, mu)
-        for j in range(mu.shape[0]):
-            mu[j] += reg_scale * cs[n, j]
-        _mlp_backward(theta, sizes, use_bias, xs[n], acts[n], mu, dxc, g, delta, delta_prev)
-        if n == 0:
-            break
+def make_kernels(step, step_vjp, loss, loss_grad, forward, backward):
+    """The rollout/sweep kernel for one simulator and controller (per-sample device functions)."""
+
+    @cuda.jit(device=True)
+    def sweep(p, theta, spec, weights, reg_scale, a, b, xs, cs, acts, lam, dxs, dxc, mu, scratch, g,
+              inv_batch):
+        n_steps = cs.shape[0]
         for i in range(lam.shape[0]):
-            lam[i] = a * dxs[i] + b * dxc[i]
-        if weights[n] != 0.0:
-            _cartpole_loss_grad(xs[n], weights[n] * inv_batch, lam)
+            lam[i] = 0.0
+        if weights[n_steps] != 0.0:
+            loss_grad(p, xs[n_steps], weights[n_steps] * inv_batch, lam)
+        for n in range(n_steps - 1, -1, -1):
+            step_vjp(p, xs[n], cs[n], lam, dxs, mu, scratch)
+            for j in range(mu.shape[0]):
+                mu[j] += reg_scale * cs[n, j]
+            backward(theta, spec, xs[n], acts[n], mu, dxc, g, scratch)
+            if n == 0:
+                break
+            for i in range(lam.shape[0]):
+                lam[i] = a * dxs[i] + b * dxc[i]
+            if weights[n] != 0.0:
+                loss_grad(p, xs[n], weights[n] * inv_batch, lam)
 
+    @cuda.jit
+    def bptt(p, theta, spec, weights, rho, a, b, sweeps, with_modified, xs, cs, acts, lam, dxs, dxc,
+             mu, scratch, g_r, g_m, losses):
+        """Thread t: trajectory t forward (its loss and sum of c^2), then its sweep(s)."""
+        t = cuda.grid(1)
+        if t >= xs.shape[0]:
+            return
+        n_steps = cs.shape[1]
+        total = weights[0] * loss(p, xs[t, 0]) if weights[0] != 0.0 else 0.0
+        squares = 0.0
+        for n in range(n_steps):
+            forward(theta, spec, xs[t, n], acts[t, n], cs[t, n], scratch[t])
+            step(p, xs[t, n], cs[t, n], xs[t, n + 1], scratch[t])
+            if weights[n + 1] != 0.0:
+                total += weights[n + 1] * loss(p, xs[t, n + 1])
+            for j in range(cs.shape[2]):
+                squares += cs[t, n, j] * cs[t, n, j]
+        losses[t, 0] = total
+        losses[t, 1] = squares
+        if not sweeps:
+            return
+        inv_batch = 1.0 / xs.shape[0]
+        reg_scale = 2.0 * rho / (n_steps * xs.shape[0] * cs.shape[2])
+        sweep(p, theta, spec, weights, reg_scale, a, b, xs[t], cs[t], acts[t], lam[t], dxs[t],
+              dxc[t], mu[t], scratch[t], g_r[t], inv_batch)
+        if with_modified:
+            sweep(p, theta, spec, weights, reg_scale, 1.0, 0.0, xs[t], cs[t], acts[t], lam[t],
+                  dxs[t], dxc[t], mu[t], scratch[t], g_m[t], inv_batch)
 
-@cuda.jit
-def _bptt_kernel(p, theta, sizes, use_bias, weights, rho, a, b, sweeps, with_modified, xs, cs, acts,
-                 lam, dxs, dxc, mu, delta, delta_prev, g_r, g_m, losses):
-    """Thread t: trajectory t forward (per-thread loss and sum of c^2), then its sweep(s)."""
-    t = cuda.grid(1)
-    if t >= xs.shape[0]:
-        return
-    n_steps = cs.shape[1]
-    total = weights[0] * _cartpole_loss(xs[t, 0]) if weights[0] != 0.0 else 0.0
-    squares = 0.0
-    for n in range(n_steps):
-        _mlp_forward(theta, sizes, use_bias, xs[t, n], acts[t, n], cs[t, n])
-        _cartpole_step(p, xs[t, n], cs[t, n], xs[t, n + 1])
-        if weights[n + 1] != 0.0:
-            total += weights[n + 1] * _cartpole_loss(xs[t, n + 1])
-        for j in range(cs.shape[2]):
-            squares += cs[t, n, j] * cs[t, n, j]
-    losses[t, 0] = total
-    losses[t, 1] = squares
-    if not sweeps:
-        return
-    inv_batch = 1.0 / xs.shape[0]
-    reg_scale = 2.0 * rho / (n_steps * xs.shape[0] * cs.shape[2])
-    _sweep(p, theta, sizes, use_bias, weights, reg_scale, a, b, xs[t], cs[t], acts[t], lam[t],
-           dxs[t], dxc[t], mu[t], delta[t], delta_prev[t], g_r[t], inv_batch)
-    if with_modified:
-        _sweep(p, theta, sizes, use_bias, weights, reg_scale, 1.0, 0.0, xs[t], cs[t], acts[t],
-               lam[t], dxs[t], dxc[t], mu[t], delta[t], delta_prev[t], g_m[t], inv_batch)
+    return bptt
 
 
 @cuda.jit
@@ -226,6 +242,13 @@ def _sum_rows(per_thread, out):
         out[j] = total
 
 
+# per-sample device functions of each simulator and controller, and their scratch needs
+SIMULATORS = {CartPole: (_cartpole_step, _cartpole_step_vjp, _cartpole_loss, _cartpole_loss_grad)}
+CONTROLLERS = {MLP: (_mlp_forward, _mlp_backward)}
+SCRATCH = {CartPole: lambda sim: 0, MLP: lambda ctrl: 2 * max(ctrl.sizes)}
+_KERNELS = {}
+
+
 class CudaProblem:
     """The GPU counterpart of :class:`~stablebptt.adjoint.Problem` (cart-pole with an MLP).
 
@@ -235,34 +258,36 @@ class CudaProblem:
     THREADS = 64
 
     def __init__(self, problem):
-        if not isinstance(problem.sim, CartPole) or not isinstance(problem.controller, MLP):
-            raise ValueError("the CUDA path covers the cart-pole task with an MLP controller so far")
+        sim_kind, ctrl_kind = type(problem.sim), type(problem.controller)
+        if sim_kind not in SIMULATORS or ctrl_kind not in CONTROLLERS:
+            raise ValueError(f"no CUDA kernels for {sim_kind.__name__} with {ctrl_kind.__name__}")
+        key = (sim_kind, ctrl_kind)
+        if key not in _KERNELS:
+            _KERNELS[key] = make_kernels(*SIMULATORS[sim_kind], *CONTROLLERS[ctrl_kind])
+        self._kernel = _KERNELS[key]
         self.cpu = problem
         self.sim, self.controller = problem.sim, problem.controller
         self.n_steps, self.rho = problem.n_steps, problem.rho
-        ctrl = self.controller
         self._p = cuda.to_device(problem.params)
-        self._sizes = cuda.to_device(np.array(ctrl.sizes, dtype=np.int64))
+        self._spec = cuda.to_device(self.controller.spec)
         self._weights = cuda.to_device(problem.weights)
+        self._scratch_size = SCRATCH[sim_kind](self.sim) + SCRATCH[ctrl_kind](self.controller)
         self._buffers = {}
 
     def _buffers_for(self, batch, dtype):
         key = (batch, np.dtype(dtype).str)
         if key not in self._buffers:
             n, s = self.n_steps, self.sim.state_dim
-            c, ctrl = self.sim.control_dim, self.controller
-            hidden = max(1, ctrl.width * ctrl.depth)
-            widest = max(ctrl.sizes)
+            c = self.sim.control_dim
             self._buffers[key] = {
                 "xs": cuda.device_array((batch, n + 1, s), dtype),
                 "cs": cuda.device_array((batch, n, c), dtype),
-                "acts": cuda.device_array((batch, n, hidden), dtype),
+                "acts": cuda.device_array((batch, n, max(1, self.controller.acts_size(1))), dtype),
                 "lam": cuda.device_array((batch, s), dtype),
                 "dxs": cuda.device_array((batch, s), dtype),
                 "dxc": cuda.device_array((batch, s), dtype),
                 "mu": cuda.device_array((batch, c), dtype),
-                "delta": cuda.device_array((batch, widest), dtype),
-                "delta_prev": cuda.device_array((batch, widest), dtype),
+                "scratch": cuda.device_array((batch, self._scratch_size), np.float64),
                 "losses": cuda.device_array((batch, 2), np.float64),
             }
         return self._buffers[key]
@@ -280,11 +305,10 @@ class CudaProblem:
         g_r = cuda.to_device(np.zeros((batch, theta.size), theta.dtype))
         g_m = cuda.to_device(np.zeros((batch if combined else 1, theta.size), theta.dtype))
         blocks = (batch + self.THREADS - 1) // self.THREADS
-        _bptt_kernel[blocks, self.THREADS](
-            self._p, cuda.to_device(theta), self._sizes, int(self.controller.bias), self._weights,
-            self.rho, a, b, mode is not None, combined, buf["xs"], buf["cs"], buf["acts"],
-            buf["lam"], buf["dxs"], buf["dxc"], buf["mu"], buf["delta"], buf["delta_prev"], g_r,
-            g_m, buf["losses"])
+        self._kernel[blocks, self.THREADS](
+            self._p, cuda.to_device(theta), self._spec, self._weights, self.rho, a, b,
+            mode is not None, combined, buf["xs"], buf["cs"], buf["acts"], buf["lam"], buf["dxs"],
+            buf["dxc"], buf["mu"], buf["scratch"], g_r, g_m, buf["losses"])
         per_thread = buf["losses"].copy_to_host()
         physics = float(np.mean(per_thread[:, 0]))
         reg = self.rho * float(np.sum(per_thread[:, 1])) / (self.n_steps * batch * self.sim.control_dim)
