@@ -22,7 +22,7 @@ def test_cuda_kernels_agree_with_cpu_in_the_simulator():
     done = subprocess.run([sys.executable, str(HERE / "cuda_agreement.py")], env=SIM,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "CUDA agrees with CPU" in done.stdout
+    assert "cartpole: CUDA agrees with CPU" in done.stdout
 
 
 def test_training_on_the_simulated_device_matches_cpu(tmp_path):

@@ -19,7 +19,7 @@ from numba import cuda
 from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
 from ..controllers import MLP
-from ..sims import CartPole
+from ..sims import CartPole, Guidance
 
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
@@ -176,6 +176,159 @@ def _mlp_backward(theta, spec, x, acts, mu, dx, g, scratch):
             p0 -= sizes[k - 1] * n_in + use_bias * n_in
 
 
+# ---- guidance by repulsion (mirrors sims/guidance.py) ----
+_DT_G, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR, _TX, _TY = range(11)
+_SPREAD, _EVADE, _FLOCK = 0, 1, 2
+
+
+@cuda.jit(device=True)
+def _phi(kind, d, d_flock):
+    if kind == _SPREAD:
+        return 1.0 / (d * d), -2.0 / (d * d * d)
+    if kind == _EVADE:
+        return -1.0 / (d * d), 2.0 / (d * d * d)
+    return (d_flock / d - 1.0) / d, -2.0 * d_flock / (d * d * d) + 1.0 / (d * d)
+
+
+@cuda.jit(device=True)
+def _pair_force(kind, rx, ry, eps, d_flock):
+    phi, _ = _phi(kind, eps + math.sqrt(rx * rx + ry * ry), d_flock)
+    return phi * rx, phi * ry
+
+
+@cuda.jit(device=True)
+def _pair_force_vjp_scatter(kind, x, dx, i, k, wx, wy, eps, d_flock):
+    rx, ry = x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1]
+    norm = math.sqrt(rx * rx + ry * ry)
+    phi, dphi = _phi(kind, eps + norm, d_flock)
+    gx, gy = phi * wx, phi * wy
+    if norm > 0.0:
+        radial = dphi * (rx * wx + ry * wy) / norm
+        gx += radial * rx
+        gy += radial * ry
+    dx[4 * i] += gx
+    dx[4 * i + 1] += gy
+    dx[4 * k] -= gx
+    dx[4 * k + 1] -= gy
+
+
+@cuda.jit(device=True)
+def _guidance_accelerations(p, x, c, acc):
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    cx, cy = 0.0, 0.0
+    for k in range(n_dr, n_agents):
+        cx += x[4 * k]
+        cy += x[4 * k + 1]
+    for j in range(n_dr):
+        vx, vy = x[4 * j] - cx, x[4 * j + 1] - cy
+        c0, c1 = c[2 * j], c[2 * j + 1]
+        ax = c0 * vx - c1 * vy - p[_C_FRIC_DR] * x[4 * j + 2]
+        ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[4 * j + 3]
+        for i in range(n_dr):
+            if i != j:
+                fx, fy = _pair_force(_SPREAD, x[4 * j] - x[4 * i], x[4 * j + 1] - x[4 * i + 1],
+                                     eps, d_flock)
+                ax += p[_C_SPREAD] * fx
+                ay += p[_C_SPREAD] * fy
+        acc[2 * j], acc[2 * j + 1] = ax, ay
+    for k in range(n_dr, n_agents):
+        ax = -p[_C_FRIC_EV] * x[4 * k + 2]
+        ay = -p[_C_FRIC_EV] * x[4 * k + 3]
+        for i in range(n_dr):
+            fx, fy = _pair_force(_EVADE, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1], eps, d_flock)
+            ax += p[_C_EVADE] * fx
+            ay += p[_C_EVADE] * fy
+        for i in range(n_dr, n_agents):
+            if i != k:
+                fx, fy = _pair_force(_FLOCK, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1],
+                                     eps, d_flock)
+                ax += p[_C_FLOCK] * fx
+                ay += p[_C_FLOCK] * fy
+        acc[2 * k], acc[2 * k + 1] = ax, ay
+
+
+@cuda.jit(device=True)
+def _guidance_step(p, x, c, out, scratch):
+    dt = p[_DT_G]
+    _guidance_accelerations(p, x, c, scratch)
+    for a in range(x.shape[0] // 4):
+        out[4 * a] = x[4 * a] + dt * x[4 * a + 2]
+        out[4 * a + 1] = x[4 * a + 1] + dt * x[4 * a + 3]
+        out[4 * a + 2] = x[4 * a + 2] + dt * scratch[2 * a]
+        out[4 * a + 3] = x[4 * a + 3] + dt * scratch[2 * a + 1]
+
+
+@cuda.jit(device=True)
+def _guidance_step_vjp(p, x, c, lam, dx, dc, scratch):
+    dt = p[_DT_G]
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    for a in range(n_agents):
+        dx[4 * a] = lam[4 * a]
+        dx[4 * a + 1] = lam[4 * a + 1]
+        dx[4 * a + 2] = lam[4 * a + 2] + dt * lam[4 * a]
+        dx[4 * a + 3] = lam[4 * a + 3] + dt * lam[4 * a + 1]
+    cx, cy = 0.0, 0.0
+    for k in range(n_dr, n_agents):
+        cx += x[4 * k]
+        cy += x[4 * k + 1]
+    g_cx, g_cy = 0.0, 0.0
+    for j in range(n_dr):
+        gax, gay = dt * lam[4 * j + 2], dt * lam[4 * j + 3]
+        dx[4 * j + 2] -= p[_C_FRIC_DR] * gax
+        dx[4 * j + 3] -= p[_C_FRIC_DR] * gay
+        vx, vy = x[4 * j] - cx, x[4 * j + 1] - cy
+        c0, c1 = c[2 * j], c[2 * j + 1]
+        dc[2 * j] = gax * vx + gay * vy
+        dc[2 * j + 1] = -gax * vy + gay * vx
+        gvx = c0 * gax + c1 * gay
+        gvy = c0 * gay - c1 * gax
+        dx[4 * j] += gvx
+        dx[4 * j + 1] += gvy
+        g_cx -= gvx
+        g_cy -= gvy
+        for i in range(n_dr):
+            if i != j:
+                _pair_force_vjp_scatter(_SPREAD, x, dx, j, i, p[_C_SPREAD] * gax,
+                                        p[_C_SPREAD] * gay, eps, d_flock)
+    for k in range(n_dr, n_agents):
+        gax, gay = dt * lam[4 * k + 2], dt * lam[4 * k + 3]
+        dx[4 * k] += g_cx
+        dx[4 * k + 1] += g_cy
+        dx[4 * k + 2] -= p[_C_FRIC_EV] * gax
+        dx[4 * k + 3] -= p[_C_FRIC_EV] * gay
+        for i in range(n_dr):
+            _pair_force_vjp_scatter(_EVADE, x, dx, i, k, p[_C_EVADE] * gax, p[_C_EVADE] * gay,
+                                    eps, d_flock)
+        for i in range(n_dr, n_agents):
+            if i != k:
+                _pair_force_vjp_scatter(_FLOCK, x, dx, i, k, p[_C_FLOCK] * gax,
+                                        p[_C_FLOCK] * gay, eps, d_flock)
+
+
+@cuda.jit(device=True)
+def _guidance_loss(p, x):
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    total = 0.0
+    for k in range(n_dr, n_agents):
+        total += (x[4 * k] - p[_TX]) ** 2 + (x[4 * k + 1] - p[_TY]) ** 2
+    return total / ((n_agents - n_dr) * 2)
+
+
+@cuda.jit(device=True)
+def _guidance_loss_grad(p, x, scale, gx):
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    w = 2.0 * scale / ((n_agents - n_dr) * 2)
+    for k in range(n_dr, n_agents):
+        gx[4 * k] += w * (x[4 * k] - p[_TX])
+        gx[4 * k + 1] += w * (x[4 * k + 1] - p[_TY])
+
+
 def make_kernels(step, step_vjp, loss, loss_grad, forward, backward):
     """The rollout/sweep kernel for one simulator and controller (per-sample device functions)."""
 
@@ -243,9 +396,13 @@ def _sum_rows(per_thread, out):
 
 
 # per-sample device functions of each simulator and controller, and their scratch needs
-SIMULATORS = {CartPole: (_cartpole_step, _cartpole_step_vjp, _cartpole_loss, _cartpole_loss_grad)}
+SIMULATORS = {
+    CartPole: (_cartpole_step, _cartpole_step_vjp, _cartpole_loss, _cartpole_loss_grad),
+    Guidance: (_guidance_step, _guidance_step_vjp, _guidance_loss, _guidance_loss_grad),
+}
 CONTROLLERS = {MLP: (_mlp_forward, _mlp_backward)}
-SCRATCH = {CartPole: lambda sim: 0, MLP: lambda ctrl: 2 * max(ctrl.sizes)}
+SCRATCH = {CartPole: lambda sim: 0, Guidance: lambda sim: sim.state_dim // 2,
+           MLP: lambda ctrl: 2 * max(ctrl.sizes)}
 _KERNELS = {}
 
 
