@@ -17,6 +17,9 @@ def cases(rng):
     guide = Guidance(drivers=2, evaders=2)
     x = guide.sample(3, np.random.RandomState(2)) + 0.1 * rng.standard_normal((3, guide.state_dim))
     yield "guidance", guide, MLP(guide.state_dim, guide.control_dim, width=4, depth=1), x
+    quantum = Quantum(nx=9, target_state=3)
+    x = quantum.sample(3, np.random.RandomState(3)) + 0.1 * rng.standard_normal((3, quantum.state_dim))
+    yield "quantum", quantum, CNN(9, width=3), x
 
 
 def main(only=None):

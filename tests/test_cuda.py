@@ -14,20 +14,25 @@ from stablebptt.experiments.cli import main
 
 HERE = Path(__file__).parent
 SIM = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-TINY = ["--poles", "1", "--width", "4", "--steps", "3", "--n-data", "8", "--batch-size", "4",
-        "--epochs", "2", "--dtype", "float64", "--quiet", "--no-zero-last"]
+COMMON = ["--steps", "3", "--n-data", "8", "--batch-size", "4", "--epochs", "2", "--dtype", "float64",
+          "--quiet", "--no-zero-last"]
+TINY = {"cartpole": ["--poles", "1", "--width", "4"],
+        "guidance": ["--drivers", "1", "--evaders", "2", "--width", "4"],
+        "quantum": ["--nx", "9", "--width", "3"]}
 
 
 def test_cuda_kernels_agree_with_cpu_in_the_simulator():
     done = subprocess.run([sys.executable, str(HERE / "cuda_agreement.py")], env=SIM,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "cartpole: CUDA agrees with CPU" in done.stdout
+    for task in ("cartpole", "guidance", "quantum"):
+        assert f"{task}: CUDA agrees with CPU" in done.stdout
 
 
-def test_training_on_the_simulated_device_matches_cpu(tmp_path):
+@pytest.mark.parametrize("task", ["cartpole", "guidance", "quantum"])
+def test_training_on_the_simulated_device_matches_cpu(task, tmp_path):
     for device in ("cuda", "cpu"):
-        done = subprocess.run([sys.executable, "-m", "stablebptt", "run", "cartpole", *TINY,
+        done = subprocess.run([sys.executable, "-m", "stablebptt", "run", task, *TINY[task], *COMMON,
                                "--device", device, "--out", str(tmp_path / device), "--name", "r"],
                               env=SIM, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
@@ -44,9 +49,14 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "no usable GPU" in err and not (tmp_path / "o").exists()
 
 
-def test_cuda_for_other_tasks_is_refused(tmp_path, capsys):
-    assert main(["run", "quantum", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
-    assert "cartpole task so far" in capsys.readouterr().err
+def test_sweep_passes_the_device_on(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "stablebptt", "sweep", "cartpole", "--poles", "1",
+                           "--modes", "C", "--clips", "norm", *TINY["cartpole"], *COMMON,
+                           "--device", "cuda", "--workers", "1", "--out", str(tmp_path)],
+                          env=SIM, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "1 finished" in done.stdout, done.stdout + done.stderr
+    record = read_run(next(tmp_path.glob("*.h5")))
+    assert record.config.device == "cuda" and record.status == "finished"
 
 
 @pytest.mark.skipif(not cuda_available() or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1",

@@ -1,4 +1,5 @@
-"""CUDA mirror of the BPTT engine for the cart-pole simulator and the MLP controller.
+"""CUDA mirror of the BPTT engine: every simulator (cart-pole, guidance, quantum) and controller
+(MLP, CNN), all gradient modes.
 
 Each GPU thread rolls one trajectory out and sweeps it back with the same recursions as
 :mod:`stablebptt.adjoint.engine`; the per-thread parameter gradients are summed by a second kernel
@@ -7,8 +8,10 @@ trajectory stays on the device for the whole update; only the parameters go in a
 comes out (about 40 kB for the paper's MLP), and Adam runs on the host so that one optimiser
 implementation, and one checkpoint format, serves both devices.
 
-The device functions mirror the CPU kernels line by line (the CPU kernels are batch-vectorised
-Numba code that the CUDA target cannot call). Other simulators and the CNN are not mirrored yet.
+The device functions mirror the CPU kernels line by line for one sample (the CPU kernels are
+batch-vectorised Numba code using BLAS, which the CUDA target cannot call). A simulator or
+controller joins the GPU path by adding its per-sample device functions and scratch size to the
+tables at the end of this module.
 """
 
 import math
@@ -18,8 +21,8 @@ from numba import cuda
 
 from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
-from ..controllers import MLP
-from ..sims import CartPole, Guidance
+from ..controllers import CNN, MLP
+from ..sims import CartPole, Guidance, Quantum
 
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
@@ -329,6 +332,196 @@ def _guidance_loss_grad(p, x, scale, gx):
         gx[4 * k + 1] += w * (x[4 * k + 1] - p[_TY])
 
 
+# ---- quantum control (mirrors sims/quantum.py with a batch of one) ----
+
+
+@cuda.jit(device=True)
+def _cn_forward(p, x, c, w):
+    """Crank-Nicolson for one state; scratch rows (each Nx long): psi (re, im), psi' (re, im),
+    Thomas factors cp (re, im) and inverse pivots (re, im), then two rows for the adjoint."""
+    dt, dx = p[0], p[1]
+    nx = x.shape[0] // 2
+    a = 0.5 * dt / (dx * dx)
+    pr, pi = w[0:nx], w[nx:2 * nx]
+    outr, outi = w[2 * nx:3 * nx], w[3 * nx:4 * nx]
+    cpr, cpi = w[4 * nx:5 * nx], w[5 * nx:6 * nx]
+    ivr, ivi = w[6 * nx:7 * nx], w[7 * nx:8 * nx]
+    for j in range(nx):
+        pr[j] = x[2 * j]
+        pi[j] = x[2 * j + 1]
+    for j in range(nx):
+        k = dt / (dx * dx) + 0.5 * dt * c[0] * (j + 1) * dx
+        rr = pr[j] + k * pi[j]
+        ri = pi[j] - k * pr[j]
+        nr, ni = _neighbour_sum(pr, pi, j)
+        rr -= a * ni
+        ri += a * nr
+        mr, mi = 1.0, k
+        if j > 0:
+            mr -= a * cpi[j - 1]
+            mi += a * cpr[j - 1]
+            rr -= a * outi[j - 1]
+            ri += a * outr[j - 1]
+        scale = 1.0 / (mr * mr + mi * mi)
+        ir, ii = mr * scale, -mi * scale
+        ivr[j], ivi[j] = ir, ii
+        cpr[j], cpi[j] = a * ii, -a * ir
+        outr[j] = rr * ir - ri * ii
+        outi[j] = rr * ii + ri * ir
+    for j in range(nx - 2, -1, -1):
+        outr[j] -= cpr[j] * outr[j + 1] - cpi[j] * outi[j + 1]
+        outi[j] -= cpr[j] * outi[j + 1] + cpi[j] * outr[j + 1]
+
+
+@cuda.jit(device=True)
+def _neighbour_sum(re, im, j):
+    nr, ni = 0.0, 0.0
+    if j > 0:
+        nr += re[j - 1]
+        ni += im[j - 1]
+    if j < re.shape[0] - 1:
+        nr += re[j + 1]
+        ni += im[j + 1]
+    return nr, ni
+
+
+@cuda.jit(device=True)
+def _quantum_step(p, x, c, out, scratch):
+    nx = x.shape[0] // 2
+    _cn_forward(p, x, c, scratch)
+    for j in range(nx):
+        out[2 * j] = scratch[2 * nx + j]
+        out[2 * j + 1] = scratch[3 * nx + j]
+
+
+@cuda.jit(device=True)
+def _quantum_step_vjp(p, x, c, lam, dx_out, dc, scratch):
+    dt, dx = p[0], p[1]
+    nx = x.shape[0] // 2
+    a = 0.5 * dt / (dx * dx)
+    _cn_forward(p, x, c, scratch)
+    pr, pi = scratch[0:nx], scratch[nx:2 * nx]
+    outr, outi = scratch[2 * nx:3 * nx], scratch[3 * nx:4 * nx]
+    cpr, cpi = scratch[4 * nx:5 * nx], scratch[5 * nx:6 * nx]
+    ivr, ivi = scratch[6 * nx:7 * nx], scratch[7 * nx:8 * nx]
+    ur, ui = scratch[8 * nx:9 * nx], scratch[9 * nx:10 * nx]
+    for j in range(nx):
+        gr, gi = lam[2 * j], lam[2 * j + 1]
+        if j > 0:
+            gr += a * ui[j - 1]
+            gi -= a * ur[j - 1]
+        ur[j] = gr * ivr[j] + gi * ivi[j]
+        ui[j] = gi * ivr[j] - gr * ivi[j]
+    for j in range(nx - 2, -1, -1):
+        ur[j] -= cpr[j] * ur[j + 1] + cpi[j] * ui[j + 1]
+        ui[j] -= cpr[j] * ui[j + 1] - cpi[j] * ur[j + 1]
+    dc[0] = 0.0
+    for j in range(nx):
+        half_dt_x = 0.5 * dt * (j + 1) * dx
+        k = dt / (dx * dx) + half_dt_x * c[0]
+        gr = ur[j] - k * ui[j]
+        gi = ui[j] + k * ur[j]
+        nr, ni = _neighbour_sum(ur, ui, j)
+        dx_out[2 * j] = gr + a * ni
+        dx_out[2 * j + 1] = gi - a * nr
+        dc[0] += half_dt_x * (ur[j] * (pi[j] + outi[j]) - ui[j] * (pr[j] + outr[j]))
+
+
+@cuda.jit(device=True)
+def _quantum_overlap(p, x):
+    re, im = 0.0, 0.0
+    for j in range(x.shape[0] // 2):
+        re += p[2 + j] * x[2 * j]
+        im += p[2 + j] * x[2 * j + 1]
+    return re, im
+
+
+@cuda.jit(device=True)
+def _quantum_loss(p, x):
+    re, im = _quantum_overlap(p, x)
+    return 1.0 - (re * re + im * im)
+
+
+@cuda.jit(device=True)
+def _quantum_loss_grad(p, x, scale, gx):
+    re, im = _quantum_overlap(p, x)
+    for j in range(x.shape[0] // 2):
+        gx[2 * j] += -2.0 * scale * re * p[2 + j]
+        gx[2 * j + 1] += -2.0 * scale * im * p[2 + j]
+
+
+# ---- the quantum CNN (mirrors controllers/cnn.py for one sample) ----
+
+
+@cuda.jit(device=True)
+def _cnn_layout(spec):
+    w, bias, p1, p2 = spec[1], spec[2], spec[3], spec[4]
+    k1 = 0
+    b1 = k1 + 6 * w
+    k2 = b1 + w
+    b2 = k2 + 3 * w * w
+    k3 = b2 + w
+    b3 = k3 + p2 * w
+    return w, bias, p1, p2, k1, b1, k2, b2, k3, b3
+
+
+@cuda.jit(device=True)
+def _cnn_forward(theta, spec, x, acts, c, scratch):
+    w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
+    for q in range(p1):
+        for o in range(w):
+            z = theta[b1 + o]
+            for i in range(6):
+                z += x[4 * q + i] * theta[k1 + i * w + o]
+            acts[q * w + o] = math.tanh(z)
+    h2 = p1 * w
+    for q in range(p2):
+        for o in range(w):
+            z = theta[b2 + o]
+            for i in range(3 * w):
+                z += acts[2 * q * w + i] * theta[k2 + i * w + o]
+            acts[h2 + q * w + o] = math.tanh(z)
+    z = theta[b3] if bias else 0.0
+    for i in range(p2 * w):
+        z += acts[h2 + i] * theta[k3 + i]
+    c[0] = z
+
+
+@cuda.jit(device=True)
+def _cnn_backward(theta, spec, x, acts, mu, dx, g, scratch):
+    w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
+    h2 = p1 * w
+    d1 = scratch[0:p1 * w]
+    d2 = scratch[p1 * w:(p1 + p2) * w]
+    m = mu[0]
+    if bias:
+        g[b3] += m
+    for i in range(p2 * w):
+        h = acts[h2 + i]
+        g[k3 + i] += h * m
+        d2[i] = theta[k3 + i] * m * (1.0 - h * h)
+    for i in range(p1 * w):
+        d1[i] = 0.0
+    for q in range(p2):
+        for o in range(w):
+            d = d2[q * w + o]
+            g[b2 + o] += d
+            for i in range(3 * w):
+                g[k2 + i * w + o] += acts[2 * q * w + i] * d
+                d1[2 * q * w + i] += theta[k2 + i * w + o] * d
+    for i in range(p1 * w):
+        d1[i] *= 1.0 - acts[i] * acts[i]
+    for i in range(x.shape[0]):
+        dx[i] = 0.0
+    for q in range(p1):
+        for o in range(w):
+            d = d1[q * w + o]
+            g[b1 + o] += d
+            for i in range(6):
+                g[k1 + i * w + o] += x[4 * q + i] * d
+                dx[4 * q + i] += theta[k1 + i * w + o] * d
+
+
 def make_kernels(step, step_vjp, loss, loss_grad, forward, backward):
     """The rollout/sweep kernel for one simulator and controller (per-sample device functions)."""
 
@@ -399,10 +592,12 @@ def _sum_rows(per_thread, out):
 SIMULATORS = {
     CartPole: (_cartpole_step, _cartpole_step_vjp, _cartpole_loss, _cartpole_loss_grad),
     Guidance: (_guidance_step, _guidance_step_vjp, _guidance_loss, _guidance_loss_grad),
+    Quantum: (_quantum_step, _quantum_step_vjp, _quantum_loss, _quantum_loss_grad),
 }
-CONTROLLERS = {MLP: (_mlp_forward, _mlp_backward)}
+CONTROLLERS = {MLP: (_mlp_forward, _mlp_backward), CNN: (_cnn_forward, _cnn_backward)}
 SCRATCH = {CartPole: lambda sim: 0, Guidance: lambda sim: sim.state_dim // 2,
-           MLP: lambda ctrl: 2 * max(ctrl.sizes)}
+           Quantum: lambda sim: 10 * sim.nx,
+           MLP: lambda ctrl: 2 * max(ctrl.sizes), CNN: lambda ctrl: sum(ctrl.lengths) * ctrl.width}
 _KERNELS = {}
 
 

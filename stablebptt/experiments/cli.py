@@ -107,8 +107,7 @@ def _add_settings(p):
     p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
     p.add_argument("--dtype", help="float32 (default) or float64")
     p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
-    p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda; "
-                   "cartpole so far)")
+    p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda)")
 
 
 _SETTINGS = ("drivers", "evaders", "weighting", "nx", "clip_value", "optimizer", "lr", "momentum",

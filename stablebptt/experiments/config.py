@@ -89,8 +89,6 @@ class RunConfig:
              "must be FINAL or CONTINUOUS"),
             ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}"),
             ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
-            ("device", self.device == "cpu" or self.task == "cartpole",
-             "covers the cartpole task so far (guidance and quantum run on the cpu)"),
         ]
         for name, ok, why in checks:
             if not ok:
