@@ -23,19 +23,13 @@ from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
 from ..controllers import CNN, MLP
 from ..sims import CartPole, Guidance, Quantum
+from ..sims.cartpole import pole_acceleration
+from ..sims.guidance import EVADE, FLOCK, SPREAD, radial_profile
 
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
 
-@cuda.jit(device=True)
-def _pole_acceleration(th, td, force, g, m, total_mass, length):
-    cos = math.cos(th)
-    sin = math.sin(th)
-    sintd2 = sin * td * td
-    a = (force + m * length * sintd2) / total_mass
-    bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
-    tdd = (g * sin - cos * a) / bb
-    return cos, sin, sintd2, a, bb, tdd
+_pole_acceleration = cuda.jit(device=True)(pole_acceleration)
 
 
 @cuda.jit(device=True)
@@ -181,16 +175,9 @@ def _mlp_backward(theta, spec, x, acts, mu, dx, g, scratch):
 
 # ---- guidance by repulsion (mirrors sims/guidance.py) ----
 _DT_G, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR, _TX, _TY = range(11)
-_SPREAD, _EVADE, _FLOCK = 0, 1, 2
 
 
-@cuda.jit(device=True)
-def _phi(kind, d, d_flock):
-    if kind == _SPREAD:
-        return 1.0 / (d * d), -2.0 / (d * d * d)
-    if kind == _EVADE:
-        return -1.0 / (d * d), 2.0 / (d * d * d)
-    return (d_flock / d - 1.0) / d, -2.0 * d_flock / (d * d * d) + 1.0 / (d * d)
+_phi = cuda.jit(device=True)(radial_profile)
 
 
 @cuda.jit(device=True)
@@ -231,7 +218,7 @@ def _guidance_accelerations(p, x, c, acc):
         ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[4 * j + 3]
         for i in range(n_dr):
             if i != j:
-                fx, fy = _pair_force(_SPREAD, x[4 * j] - x[4 * i], x[4 * j + 1] - x[4 * i + 1],
+                fx, fy = _pair_force(SPREAD, x[4 * j] - x[4 * i], x[4 * j + 1] - x[4 * i + 1],
                                      eps, d_flock)
                 ax += p[_C_SPREAD] * fx
                 ay += p[_C_SPREAD] * fy
@@ -240,12 +227,12 @@ def _guidance_accelerations(p, x, c, acc):
         ax = -p[_C_FRIC_EV] * x[4 * k + 2]
         ay = -p[_C_FRIC_EV] * x[4 * k + 3]
         for i in range(n_dr):
-            fx, fy = _pair_force(_EVADE, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1], eps, d_flock)
+            fx, fy = _pair_force(EVADE, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1], eps, d_flock)
             ax += p[_C_EVADE] * fx
             ay += p[_C_EVADE] * fy
         for i in range(n_dr, n_agents):
             if i != k:
-                fx, fy = _pair_force(_FLOCK, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1],
+                fx, fy = _pair_force(FLOCK, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1],
                                      eps, d_flock)
                 ax += p[_C_FLOCK] * fx
                 ay += p[_C_FLOCK] * fy
@@ -295,7 +282,7 @@ def _guidance_step_vjp(p, x, c, lam, dx, dc, scratch):
         g_cy -= gvy
         for i in range(n_dr):
             if i != j:
-                _pair_force_vjp_scatter(_SPREAD, x, dx, j, i, p[_C_SPREAD] * gax,
+                _pair_force_vjp_scatter(SPREAD, x, dx, j, i, p[_C_SPREAD] * gax,
                                         p[_C_SPREAD] * gay, eps, d_flock)
     for k in range(n_dr, n_agents):
         gax, gay = dt * lam[4 * k + 2], dt * lam[4 * k + 3]
@@ -304,11 +291,11 @@ def _guidance_step_vjp(p, x, c, lam, dx, dc, scratch):
         dx[4 * k + 2] -= p[_C_FRIC_EV] * gax
         dx[4 * k + 3] -= p[_C_FRIC_EV] * gay
         for i in range(n_dr):
-            _pair_force_vjp_scatter(_EVADE, x, dx, i, k, p[_C_EVADE] * gax, p[_C_EVADE] * gay,
+            _pair_force_vjp_scatter(EVADE, x, dx, i, k, p[_C_EVADE] * gax, p[_C_EVADE] * gay,
                                     eps, d_flock)
         for i in range(n_dr, n_agents):
             if i != k:
-                _pair_force_vjp_scatter(_FLOCK, x, dx, i, k, p[_C_FLOCK] * gax,
+                _pair_force_vjp_scatter(FLOCK, x, dx, i, k, p[_C_FLOCK] * gax,
                                         p[_C_FLOCK] * gay, eps, d_flock)
 
 

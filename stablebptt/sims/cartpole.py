@@ -6,6 +6,7 @@ Semi-implicit Euler, velocity first. The poles interact only through the cart: e
 acceleration uses the same force, and the cart's acceleration sums the poles' reactions.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,16 +19,21 @@ from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_v
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _pole_acceleration(th, td, force, g, m, total_mass, length):
-    """One pole's angular acceleration and the intermediates its adjoint reuses."""
-    cos = np.cos(th)
-    sin = np.sin(th)
+def pole_acceleration(th, td, force, g, m, total_mass, length):
+    """One pole's angular acceleration and the intermediates its adjoint reuses.
+
+    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
+    """
+    cos = math.cos(th)
+    sin = math.sin(th)
     sintd2 = sin * td * td
     a = (force + m * length * sintd2) / total_mass
     bb = length * (4.0 / 3.0 - m * cos * cos / total_mass)
     tdd = (g * sin - cos * a) / bb
     return cos, sin, sintd2, a, bb, tdd
+
+
+_pole_acceleration = njit(cache=True, inline="always", error_model="numpy")(pole_acceleration)
 
 
 @kernel(step_sig)

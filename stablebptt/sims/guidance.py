@@ -23,17 +23,22 @@ from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_v
 # parameter vector layout
 (_DT, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR,
  _TARGET_X, _TARGET_Y) = range(11)
-_SPREAD, _EVADE, _FLOCK = 0, 1, 2
+SPREAD, EVADE, FLOCK = 0, 1, 2  # pair-force kinds
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _phi(kind, d, d_flock):
-    """The radial profile of a pair force and its derivative in ``d``."""
-    if kind == _SPREAD:
+def radial_profile(kind, d, d_flock):
+    """The radial profile of a pair force and its derivative in ``d``.
+
+    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
+    """
+    if kind == SPREAD:
         return 1.0 / (d * d), -2.0 / (d * d * d)
-    if kind == _EVADE:
+    if kind == EVADE:
         return -1.0 / (d * d), 2.0 / (d * d * d)
     return (d_flock / d - 1.0) / d, -2.0 * d_flock / (d * d * d) + 1.0 / (d * d)
+
+
+_phi = njit(cache=True, inline="always", error_model="numpy")(radial_profile)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -84,7 +89,7 @@ def _accelerations(p, x, c, b, acc):
         ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[b, 4 * j + 3]
         for i in range(n_dr):
             if i != j:
-                fx, fy = _pair_force(_SPREAD, x[b, 4 * j] - x[b, 4 * i],
+                fx, fy = _pair_force(SPREAD, x[b, 4 * j] - x[b, 4 * i],
                                      x[b, 4 * j + 1] - x[b, 4 * i + 1], eps, d_flock)
                 ax += p[_C_SPREAD] * fx
                 ay += p[_C_SPREAD] * fy
@@ -93,13 +98,13 @@ def _accelerations(p, x, c, b, acc):
         ax = -p[_C_FRIC_EV] * x[b, 4 * k + 2]
         ay = -p[_C_FRIC_EV] * x[b, 4 * k + 3]
         for i in range(n_dr):
-            fx, fy = _pair_force(_EVADE, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
+            fx, fy = _pair_force(EVADE, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
                                  eps, d_flock)
             ax += p[_C_EVADE] * fx
             ay += p[_C_EVADE] * fy
         for i in range(n_dr, n_agents):
             if i != k:
-                fx, fy = _pair_force(_FLOCK, x[b, 4 * i] - x[b, 4 * k],
+                fx, fy = _pair_force(FLOCK, x[b, 4 * i] - x[b, 4 * k],
                                      x[b, 4 * i + 1] - x[b, 4 * k + 1], eps, d_flock)
                 ax += p[_C_FLOCK] * fx
                 ay += p[_C_FLOCK] * fy
@@ -155,7 +160,7 @@ def guidance_step_vjp(p, x, c, lam_next, dx, dc):
             g_cy -= gvy
             for i in range(n_dr):
                 if i != j:
-                    _pair_force_vjp_scatter(_SPREAD, x, dx, b, j, i, p[_C_SPREAD] * gax,
+                    _pair_force_vjp_scatter(SPREAD, x, dx, b, j, i, p[_C_SPREAD] * gax,
                                             p[_C_SPREAD] * gay, eps, d_flock)
         for k in range(n_dr, n_agents):
             gax, gay = dt * lam_next[b, 4 * k + 2], dt * lam_next[b, 4 * k + 3]
@@ -164,11 +169,11 @@ def guidance_step_vjp(p, x, c, lam_next, dx, dc):
             dx[b, 4 * k + 2] -= p[_C_FRIC_EV] * gax
             dx[b, 4 * k + 3] -= p[_C_FRIC_EV] * gay
             for i in range(n_dr):
-                _pair_force_vjp_scatter(_EVADE, x, dx, b, i, k, p[_C_EVADE] * gax,
+                _pair_force_vjp_scatter(EVADE, x, dx, b, i, k, p[_C_EVADE] * gax,
                                         p[_C_EVADE] * gay, eps, d_flock)
             for i in range(n_dr, n_agents):
                 if i != k:
-                    _pair_force_vjp_scatter(_FLOCK, x, dx, b, i, k, p[_C_FLOCK] * gax,
+                    _pair_force_vjp_scatter(FLOCK, x, dx, b, i, k, p[_C_FLOCK] * gax,
                                             p[_C_FLOCK] * gay, eps, d_flock)
 
 
