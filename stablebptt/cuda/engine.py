@@ -23,13 +23,14 @@ from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
 from ..controllers import CNN, MLP
 from ..sims import CartPole, Guidance, Quantum
-from ..sims.cartpole import pole_acceleration
+from ..sims.cartpole import pole_acceleration, pole_adjoint
 from ..sims.guidance import EVADE, FLOCK, SPREAD, radial_profile
 
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
 
 _pole_acceleration = cuda.jit(device=True)(pole_acceleration)
+_pole_adjoint = cuda.jit(device=True)(pole_adjoint)
 
 
 @cuda.jit(device=True)
@@ -62,25 +63,12 @@ def _cartpole_step_vjp(p, x, c, lam, dx, dc, scratch):
     g_csum = ml * g_xdd / total_mass
     for i in range(x.shape[0] // 2 - 1):
         th, td = x[2 + 2 * i], x[3 + 2 * i]
-        cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
-        g_td_new = lam[3 + 2 * i] + dt * lam[2 + 2 * i]
-        g_th = lam[2 + 2 * i]
-        g_td = g_td_new
-        g_tdd = dt * g_td_new
-        g_sintd2 = g_csum
-        g_tdd -= cos * g_csum
-        g_cos = -tdd * g_csum
-        g_sin = g * g_tdd / bb
-        g_cos -= a * g_tdd / bb
-        g_a = -cos * g_tdd / bb
-        g_bb = -tdd * g_tdd / bb
-        g_cos -= g_bb * length * 2.0 * m * cos / total_mass
-        g_force += g_a / total_mass
-        g_sintd2 += ml * g_a / total_mass
-        g_sin += td * td * g_sintd2
-        g_td += 2.0 * sin * td * g_sintd2
-        dx[2 + 2 * i] = g_th + cos * g_sin - sin * g_cos
+        forward = _pole_acceleration(th, td, force, g, m, total_mass, length)
+        g_th, g_td, g_force_pole = _pole_adjoint(forward, td, lam[2 + 2 * i], lam[3 + 2 * i],
+                                                 g_csum, g, m, total_mass, length, dt)
+        dx[2 + 2 * i] = g_th
         dx[3 + 2 * i] = g_td
+        g_force += g_force_pole
     dc[0] = g_force
 
 

@@ -33,7 +33,40 @@ def pole_acceleration(th, td, force, g, m, total_mass, length):
     return cos, sin, sintd2, a, bb, tdd
 
 
+def pole_adjoint(forward, td, lam_th, lam_td, g_csum, g, m, total_mass, length, dt):
+    """Adjoint of one pole's update: the cotangents of (theta, theta_dot) and the pole's share of
+    the force cotangent, given the new state's cotangents, that of the cart's pole sum, and the
+    pole's ``forward`` intermediates (the tuple ``pole_acceleration`` returns)."""
+    cos, sin, sintd2, a, bb, tdd = forward
+    ml = m * length
+    # th_new = th + dt*td_new, td_new = td + dt*tdd
+    g_td_new = lam_td + dt * lam_th
+    g_th = lam_th
+    g_td = g_td_new
+    g_tdd = dt * g_td_new
+    # csum += sintd2 - tdd*cos
+    g_sintd2 = g_csum
+    g_tdd -= cos * g_csum
+    g_cos = -tdd * g_csum
+    # tdd = (g*sin - cos*a) / bb
+    g_sin = g * g_tdd / bb
+    g_cos -= a * g_tdd / bb
+    g_a = -cos * g_tdd / bb
+    g_bb = -tdd * g_tdd / bb
+    # bb = l*(4/3 - m*cos^2/M)
+    g_cos -= g_bb * length * 2.0 * m * cos / total_mass
+    # a = (force + ml*sintd2) / M
+    g_force = g_a / total_mass
+    g_sintd2 += ml * g_a / total_mass
+    # sintd2 = sin*td^2
+    g_sin += td * td * g_sintd2
+    g_td += 2.0 * sin * td * g_sintd2
+    g_th += cos * g_sin - sin * g_cos
+    return g_th, g_td, g_force
+
+
 _pole_acceleration = njit(cache=True, inline="always", error_model="numpy")(pole_acceleration)
+_pole_adjoint = njit(cache=True, inline="always", error_model="numpy")(pole_adjoint)
 
 
 @kernel(step_sig)
@@ -73,35 +106,14 @@ def cartpole_step_vjp(p, x, c, lam_next, dx, dc):
         g_force = g_xdd / total_mass
         g_csum = ml * g_xdd / total_mass
         for i in range(n_poles):
-            th = x[b, 2 + 2 * i]
-            td = x[b, 3 + 2 * i]
-            # recompute this pole's forward intermediates
-            cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
-            # th_new = th + dt*td_new, td_new = td + dt*tdd
-            g_td_new = lam_next[b, 3 + 2 * i] + dt * lam_next[b, 2 + 2 * i]
-            g_th = lam_next[b, 2 + 2 * i]
-            g_td = g_td_new
-            g_tdd = dt * g_td_new
-            # csum += sintd2 - tdd*cos
-            g_sintd2 = g_csum
-            g_tdd -= cos * g_csum
-            g_cos = -tdd * g_csum
-            # tdd = (g*sin - cos*a) / bb
-            g_sin = g * g_tdd / bb
-            g_cos -= a * g_tdd / bb
-            g_a = -cos * g_tdd / bb
-            g_bb = -tdd * g_tdd / bb
-            # bb = l*(4/3 - m*cos^2/M)
-            g_cos -= g_bb * length * 2.0 * m * cos / total_mass
-            # a = (force + ml*sintd2) / M
-            g_force += g_a / total_mass
-            g_sintd2 += ml * g_a / total_mass
-            # sintd2 = sin*td^2
-            g_sin += td * td * g_sintd2
-            g_td += 2.0 * sin * td * g_sintd2
-            g_th += cos * g_sin - sin * g_cos
+            th, td = x[b, 2 + 2 * i], x[b, 3 + 2 * i]
+            forward = _pole_acceleration(th, td, force, g, m, total_mass, length)
+            g_th, g_td, g_force_pole = _pole_adjoint(forward, td, lam_next[b, 2 + 2 * i],
+                                                     lam_next[b, 3 + 2 * i], g_csum, g, m,
+                                                     total_mass, length, dt)
             dx[b, 2 + 2 * i] = g_th
             dx[b, 3 + 2 * i] = g_td
+            g_force += g_force_pole
         dc[b, 0] = g_force
 
 
