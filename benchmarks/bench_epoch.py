@@ -11,8 +11,10 @@ algebra alone would cost). Run by hand: ``python benchmarks/bench_epoch.py [--re
 """
 
 import argparse
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -54,9 +56,10 @@ def time_matmul(m, k, n, dtype, min_time=0.1):
     return best
 
 
-def time_epochs(configs, repeats):
+def time_epochs(configs, repeats, folder):
     """Best epoch time of each config; the configs take turns so that machine noise hits all alike."""
-    trainers = {key: Trainer.new(config, _scratch()) for key, config in configs.items()}
+    trainers = {key: Trainer.new(config, os.path.join(folder, f"{key}.h5"))
+                for key, config in configs.items()}
     for trainer in trainers.values():
         trainer.train_epoch()  # compile / warm up
     times = {key: [] for key in configs}
@@ -68,19 +71,14 @@ def time_epochs(configs, repeats):
     return {key: min(t) for key, t in times.items()}
 
 
-def _scratch():
-    import tempfile
-    return tempfile.mkstemp(suffix=".h5")[1]
-
-
 def first_epoch_seconds(task):
     """Process start to the end of the first epoch, with the Numba cache warm (run it twice)."""
     code = ("import time; t=time.perf_counter();"
             "from stablebptt.experiments import Trainer, preset, single_threaded_blas;"
-            "import tempfile; p=tempfile.mkstemp(suffix='.h5')[1];"
+            "import os, tempfile; d=tempfile.mkdtemp(); p=os.path.join(d, 'run.h5');"
             f"tr=Trainer.new(preset('{task}', mode='R', epochs=1), p);"
             "ctx=single_threaded_blas(); ctx.__enter__(); tr.train_epoch();"
-            "print(time.perf_counter()-t)")
+            "print(time.perf_counter()-t); os.remove(p); os.rmdir(d)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     start = time.perf_counter()
     inner = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
@@ -105,7 +103,8 @@ def main():
                                         checkpoint_every=10**6, device=args.device,
                                         batch_size=args.batch_size, n_data=args.n_data,
                                         **overrides) for mode in MODES}
-                epoch = time_epochs(configs, args.repeats)
+                with tempfile.TemporaryDirectory() as folder:
+                    epoch = time_epochs(configs, args.repeats, folder)
                 for mode, config in configs.items():
                     shapes = matmul_shapes(config, build_task(config).controller,
                                            2 if mode == "C" else 1)

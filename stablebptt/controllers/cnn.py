@@ -24,9 +24,11 @@ from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _layout(spec):
-    """``(nx, width, dense_bias, p1, p2)`` and the parameter offsets of each array."""
+def cnn_layout(spec):
+    """``(nx, width, dense_bias, p1, p2)`` and the parameter offsets of each array.
+
+    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
+    """
     nx, w, bias, p1, p2 = spec[0], spec[1], spec[2], spec[3], spec[4]
     k1 = 0
     b1 = k1 + 6 * w
@@ -35,6 +37,9 @@ def _layout(spec):
     k3 = b2 + w
     b3 = k3 + p2 * w
     return nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3
+
+
+_layout = njit(cache=True, inline="always", error_model="numpy")(cnn_layout)
 
 
 @njit(cache=True, error_model="numpy")

@@ -22,6 +22,7 @@ from numba import cuda
 from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
 from ..controllers import CNN, MLP
+from ..controllers.cnn import cnn_layout
 from ..sims import CartPole, Guidance, Quantum
 from ..sims.cartpole import pole_acceleration, pole_adjoint
 from ..sims.guidance import EVADE, FLOCK, SPREAD, radial_profile
@@ -428,21 +429,12 @@ def _quantum_loss_grad(p, x, scale, gx):
 # ---- the quantum CNN (mirrors controllers/cnn.py for one sample) ----
 
 
-@cuda.jit(device=True)
-def _cnn_layout(spec):
-    w, bias, p1, p2 = spec[1], spec[2], spec[3], spec[4]
-    k1 = 0
-    b1 = k1 + 6 * w
-    k2 = b1 + w
-    b2 = k2 + 3 * w * w
-    k3 = b2 + w
-    b3 = k3 + p2 * w
-    return w, bias, p1, p2, k1, b1, k2, b2, k3, b3
+_cnn_layout = cuda.jit(device=True)(cnn_layout)
 
 
 @cuda.jit(device=True)
 def _cnn_forward(theta, spec, x, acts, c, scratch):
-    w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
+    _, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
     for q in range(p1):
         for o in range(w):
             z = theta[b1 + o]
@@ -464,7 +456,7 @@ def _cnn_forward(theta, spec, x, acts, c, scratch):
 
 @cuda.jit(device=True)
 def _cnn_backward(theta, spec, x, acts, mu, dx, g, scratch):
-    w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
+    _, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _cnn_layout(spec)
     h2 = p1 * w
     d1 = scratch[0:p1 * w]
     d2 = scratch[p1 * w:(p1 + p2) * w]
