@@ -124,17 +124,28 @@ def crank_nicolson_dense(psi, c, dt, dx):
 
 
 def quantum_data(n, nx, w1, w2, seed=42):
-    """The reference's data.py in float64 after its float32 draws: (train, test) complex states."""
-    rng = np.random.RandomState(seed)
-    j = np.arange(nx + 2)
-    es = [np.sin(np.pi * k * j / (nx + 1)) for k in (1, 2)]
-    es = [(e / np.sqrt(np.sum(np.abs(e) ** 2)))[1:-1] for e in es]
-    c1 = rng.normal(size=(2 * n, 1)).astype(np.float32) * w1
-    c2 = rng.normal(size=(2 * n, 1)).astype(np.float32) * w2
-    p1 = rng.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
-    p2 = rng.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
+    """The reference's data.py (and its eigenstate()) transcribed line by line: float32 draws,
+    complex64 arithmetic, the outer products as tensordot. Returns (train, test) complex64 states."""
+    np.random.seed(seed)
+
+    def eigenstate(k, length):
+        points = np.arange(length + 2, dtype=np.complex64)
+        k_n = np.pi * k / (length + 1)
+        wave = np.sin(k_n * points)
+        prob = np.abs(wave) ** 2
+        wave = wave / np.sum(prob) ** 0.5
+        return wave[1:-1]
+
+    es1 = eigenstate(1, nx).reshape((1, -1))
+    es2 = eigenstate(2, nx).reshape((1, -1))
+    c1 = np.random.normal(size=(2 * n, 1)).astype(np.float32) * w1
+    c2 = np.random.normal(size=(2 * n, 1)).astype(np.float32) * w2
+    p1 = np.random.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
+    p2 = np.random.uniform(0, 2 * np.pi, size=(2 * n, 1)).astype(np.float32)
     norm = np.sqrt(c1 ** 2 + c2 ** 2)
-    states = c1 * np.exp(1j * p1) / norm * es[0] + c2 * np.exp(1j * p2) / norm * es[1]
+    f1 = c1 * np.exp(1.j * p1) / norm
+    f2 = c2 * np.exp(1.j * p2) / norm
+    states = np.tensordot(f1, es1, axes=(1, 0)) + np.tensordot(f2, es2, axes=(1, 0))
     return states[:n], states[n:]
 
 

@@ -1,7 +1,8 @@
 """Numba type signatures of the kernel contract between the engine, simulators and controllers.
 
-Every kernel is compiled eagerly for float32 and float64 (``T``) with these signatures, and the
-engine receives kernels as first-class function values of exactly these types. Fixed types are what
+Every kernel is compiled for float32 or float64 (``T``) with these signatures when a run first
+needs that variant, and the engine receives kernels as first-class function values of exactly
+these types. Fixed types are what
 let the engine be generic over simulators and controllers *and* be cached on disk by Numba.
 
 Simulator kernels (``p`` is the simulator's float64 parameter vector, states are ``(B, S)``,
@@ -69,23 +70,35 @@ def param_grad_sig(T):
     return types.void(_vec(T), _I[::1], _mat(T), _vec(T), _vec(T), _I, _vec(T))
 
 
-def all_types(make_sig):
-    """The float32 and float64 signatures of one kernel kind, for ``njit([...])``."""
-    return [make_sig(T) for T in FLOAT_TYPES]
-
-
 def function_type(make_sig, T):
     return types.FunctionType(make_sig(T))
 
 
 def kernel(make_sig, **options):
-    """Decorator compiling a contract kernel for float32 and float64, cached on disk.
+    """Decorator making a contract kernel: a lazy, disk-cached Numba dispatcher.
 
-    ``error_model="numpy"``: division by zero gives inf/nan (caught later as divergence) instead of
-    raising, and lets LLVM vectorise loops that divide.
+    Nothing is compiled at import: the engine compiles (or loads from Numba's cache) only the
+    variant a run needs, with :func:`compile_variant`. ``make_sig`` is kept on the dispatcher as
+    ``contract_signature``. ``error_model="numpy"``: division by zero gives inf/nan (caught later
+    as divergence) instead of raising, and lets LLVM vectorise loops that divide.
     """
     from numba import njit
 
     options.setdefault("cache", True)
     options.setdefault("error_model", "numpy")
-    return njit(all_types(make_sig), **options)
+
+    def decorate(func):
+        dispatcher = njit(**options)(func)
+        dispatcher.contract_signature = make_sig
+        return dispatcher
+
+    return decorate
+
+
+def compile_variant(dispatcher, make_sig, T):
+    """Compile (or load from the on-disk cache) the ``T`` variant of a kernel; returns its
+    compile result, the handle the engine passes on as a first-class function value."""
+    sig = make_sig(T)
+    if sig.args not in dispatcher.overloads:
+        dispatcher.compile(sig)
+    return dispatcher.overloads[sig.args]

@@ -11,15 +11,21 @@ The kernels are passed as first-class Numba function values with the fixed signa
 :mod:`stablebptt.adjoint.contract`, so one cached compilation serves every simulator and controller.
 """
 
+import logging
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, types
 from numba.core.types.function_type import CompileResultWAP
 
-from .contract import (FLOAT_TYPES, forward_sig, function_type, loss_grad_sig, loss_sig,
+from .contract import (compile_variant, forward_sig, function_type, loss_grad_sig, loss_sig,
                        param_grad_sig, step_sig, step_vjp_sig, vjp_sig)
 from .modes import Mode, combine_gradients, cosine_similarity, parse_mode
+
+log = logging.getLogger("stablebptt")
 
 
 _LOSSES = types.UniTuple(types.float64, 2)
@@ -42,7 +48,7 @@ def _bptt_sig(T):
         T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
 
 
-@njit([_rollout_sig(T) for T in FLOAT_TYPES], cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
     """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the
     loss as ``(physics part, regularisation part)``.
@@ -87,7 +93,7 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
             loss_grad(p, xs[n], weights[n], lam)
 
 
-@njit([_bptt_sig(T) for T in FLOAT_TYPES], cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
           a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
@@ -110,13 +116,54 @@ _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types
 
 
 def compiled_kernel(dispatcher, make_sig, dtype):
-    """The compiled ``dtype`` variant of a contract kernel as a first-class function value.
+    """The ``dtype`` variant of a contract kernel as a first-class function value, compiled (or
+    loaded from Numba's cache) on first use.
 
     Handing Numba the dispatcher itself would make it look the machine-code address up again on
     every call into the engine (~35 us per kernel); this wrapper holds the address once.
     """
-    sig = make_sig(_NUMBA_FLOAT[np.dtype(dtype)])
-    return CompileResultWAP(dispatcher.overloads[sig.args])
+    return CompileResultWAP(compile_variant(dispatcher, make_sig, _NUMBA_FLOAT[np.dtype(dtype)]))
+
+
+@contextmanager
+def announce_if_slow(message, after=1.0):
+    """Log ``message`` (logger ``stablebptt``, level INFO) if the block is still running after
+    ``after`` seconds, and how long it took: a cold Numba cache compiles for about a minute, a
+    warm one loads in about a second, and only the first deserves a word."""
+    start = time.perf_counter()
+    timer = threading.Timer(after, log.info, (message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        elapsed = time.perf_counter() - start
+        if elapsed > after:
+            log.info("%s: done in %.0f s (cached for later runs)", message, elapsed)
+
+
+_blas_controller = None
+
+
+@contextmanager
+def one_blas_thread():
+    """Run the block with every loaded BLAS library on one thread, then restore the caller's setting.
+
+    The engine's matrix products go through this, so its numbers never depend on the caller's BLAS
+    thread setting: OpenBLAS picks other kernels and summation orders for other thread counts
+    (on AVX2 machines about one gradient entry in seven differs in the last bits). For products of
+    this size one thread is also the fastest. Compiled kernels hold the GIL, so two Python threads
+    never run the engine under each other's setting.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS that Numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 def stage_weights(n_steps, loss_mode, reduction="sum"):
@@ -181,19 +228,29 @@ class Problem:
         self._kernels = {}
 
     def _kernels_for(self, dtype):
-        """The seven contract kernels compiled for ``dtype``, as the engine's function arguments."""
+        """The seven contract kernels compiled for ``dtype``, as the engine's function arguments.
+
+        Compiled (or loaded from Numba's on-disk cache) the first time a dtype is used, together
+        with the engine's own functions; a slow first compilation is announced on the log.
+        """
         key = np.dtype(dtype).str
         if key not in self._kernels:
             sim, ctrl = self.sim, self.controller
-            self._kernels[key] = dict(
-                step=compiled_kernel(sim.step, step_sig, dtype),
-                step_vjp=compiled_kernel(sim.step_vjp, step_vjp_sig, dtype),
-                loss=compiled_kernel(sim.loss, loss_sig, dtype),
-                loss_grad=compiled_kernel(sim.loss_grad, loss_grad_sig, dtype),
-                forward=compiled_kernel(ctrl.forward, forward_sig, dtype),
-                vjp=compiled_kernel(ctrl.vjp, vjp_sig, dtype),
-                param_grad=compiled_kernel(ctrl.param_grad, param_grad_sig, dtype),
-            )
+            what = (f"compiling kernels for {getattr(sim, 'name', type(sim).__name__)}"
+                    f"/{type(ctrl).__name__}/{np.dtype(dtype).name} (once)")
+            with announce_if_slow(what):
+                self._kernels[key] = dict(
+                    step=compiled_kernel(sim.step, step_sig, dtype),
+                    step_vjp=compiled_kernel(sim.step_vjp, step_vjp_sig, dtype),
+                    loss=compiled_kernel(sim.loss, loss_sig, dtype),
+                    loss_grad=compiled_kernel(sim.loss_grad, loss_grad_sig, dtype),
+                    forward=compiled_kernel(ctrl.forward, forward_sig, dtype),
+                    vjp=compiled_kernel(ctrl.vjp, vjp_sig, dtype),
+                    param_grad=compiled_kernel(ctrl.param_grad, param_grad_sig, dtype),
+                )
+                T = _NUMBA_FLOAT[np.dtype(dtype)]
+                compile_variant(_rollout, _rollout_sig, T)
+                compile_variant(_bptt, _bptt_sig, T)
         return self._kernels[key]
 
     def _buffers_for(self, batch, dtype, keep_acts):
@@ -226,8 +283,10 @@ class Problem:
         buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
         buf["xs"][0] = x0
         k = self._kernels_for(theta.dtype)
-        physics, reg = _rollout(k["step"], k["loss"], k["forward"], self.params, theta, self.spec,
-                                self.weights, self.rho, buf["xs"], buf["cs"], buf["acts"], 1)
+        with one_blas_thread():
+            physics, reg = _rollout(k["step"], k["loss"], k["forward"], self.params, theta,
+                                    self.spec, self.weights, self.rho, buf["xs"], buf["cs"],
+                                    buf["acts"], 1)
         return physics, reg, buf
 
     def rollout(self, theta, x0):
@@ -255,10 +314,11 @@ class Problem:
         g = np.zeros_like(theta)
         g_m = np.zeros_like(theta) if combined else np.zeros(0, theta.dtype)
         k = self._kernels_for(theta.dtype)
-        physics, reg = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"],
-                             k["vjp"], k["param_grad"], self.params, theta, self.spec, self.weights,
-                             self.rho, a, b, combined, buf["xs"], buf["cs"], buf["acts"],
-                             buf["deltas"], buf["deltas_m"], g, g_m)
+        with one_blas_thread():
+            physics, reg = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"],
+                                 k["forward"], k["vjp"], k["param_grad"], self.params, theta,
+                                 self.spec, self.weights, self.rho, a, b, combined, buf["xs"],
+                                 buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g, g_m)
         if combined:
             return Gradient(physics + reg, physics, combine_gradients(g_m, g), grad_regular=g,
                             grad_modified=g_m)

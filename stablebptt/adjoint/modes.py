@@ -56,8 +56,12 @@ def combine_gradients(g_modified, g_regular):
 
 
 def cosine_similarity(u, v):
-    """Cosine of the angle between two flat gradients (0 where either is zero), in float64."""
+    """Cosine of the angle between two flat gradients (0 where either is zero), in float64.
+
+    Sums are numpy's (fixed pairwise order), not BLAS dot products, whose threaded variants sum
+    in another order: the metric is the same whatever the BLAS thread setting.
+    """
     u = np.asarray(u, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
-    denom = np.linalg.norm(u) * np.linalg.norm(v)
-    return float(u @ v / denom) if denom > 0 else 0.0
+    denom = np.sqrt(np.sum(u * u) * np.sum(v * v))
+    return float(np.sum(u * v) / denom) if denom > 0 else 0.0

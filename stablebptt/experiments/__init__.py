@@ -1,14 +1,16 @@
-"""Presets, the training loop, optimisers and clipping, HDF5 run files and the command line."""
+"""Presets, the training loop, optimisers and clipping, HDF5 run files and the command line.
 
-from .config import ConfigError, RunConfig
-from .optim import SGD, Adam, clip_gradient, make_optimizer
-from .presets import PRESETS, Task, build_task, preset
-from .results import METRICS, RunFileError, RunRecord, read_run, write_run
-from .training import Trainer, single_threaded_blas
+Names are imported on first use, so that the command line starts without loading Numba.
+"""
 
-__all__ = [
-    "METRICS", "PRESETS", "SGD", "Adam", "ConfigError", "RunConfig", "RunFileError", "RunRecord",
-    "Task", "Trainer", "build_task", "clip_gradient", "make_optimizer", "preset", "read_run",
-    "single_threaded_blas",
-    "write_run",
-]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(["ConfigError", "RunConfig"], ".config"),
+    **dict.fromkeys(["SGD", "Adam", "clip_gradient", "make_optimizer"], ".optim"),
+    **dict.fromkeys(["PRESETS", "Task", "build_task", "preset"], ".presets"),
+    **dict.fromkeys(["METRICS", "RunFileError", "RunRecord", "read_run", "write_run"], ".results"),
+    **dict.fromkeys(["Trainer"], ".training"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,6 +1,9 @@
 """Run configuration: one flat, validated, serialisable record of everything that defines a run."""
 
 import dataclasses
+import hashlib
+import math
+import numbers
 from dataclasses import dataclass
 
 from ..adjoint.modes import parse_mode
@@ -12,8 +15,28 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 
 
+# Settings that only some tasks use; giving one to another task is an error, not a no-op.
+TASK_ONLY = {
+    "poles": ("cartpole",),
+    "drivers": ("guidance",), "evaders": ("guidance",), "target_x": ("guidance",),
+    "target_y": ("guidance",),
+    "nx": ("quantum",), "target_state": ("quantum",), "weighting": ("quantum",),
+    "depth": ("cartpole", "guidance"),  # the quantum CNN has a fixed depth (as the reference)
+}
+# Settings that do not change a run's numbers: not part of its name or identity.
+NOT_IDENTITY = ("epochs", "checkpoint_every", "device")
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws the reference's data, takes 32-bit seeds
+MAX_NAME = 180  # characters of a run name: the file name plus its temporary suffixes stay < 255
+
+
 class ConfigError(ValueError):
     """A bad setting; its message names the setting and the value."""
+
+
+def format_number(value):
+    """The shortest text that reads back as ``value`` exactly (``1e-3`` -> ``0.001``)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -61,7 +84,16 @@ class RunConfig:
             mode = parse_mode(self.mode).letter
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type is float and not (isinstance(value, numbers.Real)
+                                        and math.isfinite(value)):
+                raise ConfigError(f"{f.name}={value!r} must be a finite number")
+            if f.type is int and (isinstance(value, bool)
+                                  or not isinstance(value, numbers.Integral)):
+                raise ConfigError(f"{f.name}={value!r} must be an integer")
         checks = [
+            ("seed", 0 <= self.seed <= MAX_SEED, f"must be in 0..{MAX_SEED}"),
             ("poles", self.poles >= 1, "must be >= 1"),
             ("drivers", self.drivers >= 1, "must be >= 1"),
             ("evaders", self.evaders >= 1, "must be >= 1"),
@@ -109,14 +141,50 @@ class RunConfig:
         return cls(**values)
 
     def run_name(self):
-        """A file stem derived from the settings that distinguish runs of a sweep."""
+        """A file stem derived from every setting that changes the run's numbers.
+
+        The main settings always appear (task system, mode, clipping, lr, batch size, seed); every
+        other setting that differs from the task's preset follows as ``_KEYVALUE`` (e.g.
+        ``_float64``, ``_rho0.1``, ``_width32``), so runs with different numbers never share a
+        name. Epochs, checkpoint interval and device are not part of it (a run may be extended,
+        and is the same run on either device). Names longer than ``MAX_NAME`` keep their first
+        part and replace the rest by a hash of it.
+        """
+        from .presets import PRESETS
+
         if self.task == "guidance":
-            system = f"d{self.drivers}e{self.evaders}_rho{self.rho:g}"
+            system = f"d{self.drivers}e{self.evaders}_rho{format_number(self.rho)}"
             if (self.target_x, self.target_y) != (0.0, 0.0):
-                system += f"_target{self.target_x:g},{self.target_y:g}"
+                system += f"_target{format_number(self.target_x)},{format_number(self.target_y)}"
+            shown = ("drivers", "evaders", "rho", "target_x", "target_y")
         elif self.task == "quantum":
             system = f"ts{self.target_state}_w{self.weighting}_nx{self.nx}"
+            shown = ("target_state", "weighting", "nx")
         else:
             system = f"p{self.poles}"
-        return (f"{self.task}_{system}_{self.mode}_clip-{self.clip}_lr{self.lr:g}"
+            shown = ("poles",)
+        base = (f"{self.task}_{system}_{self.mode}_clip-{self.clip}_lr{format_number(self.lr)}"
                 f"_bs{self.batch_size}_s{self.seed}")
+        preset = RunConfig(**PRESETS[self.task])
+        extras = []
+        for f in dataclasses.fields(self):
+            name, value = f.name, getattr(self, f.name)
+            skip = (name in shown or name in NOT_IDENTITY or name in _IN_BASE
+                    or self.task not in TASK_ONLY.get(name, (self.task,)))
+            if skip or value == getattr(preset, name):
+                continue
+            if isinstance(value, bool):
+                extras.append(name.replace("_", "-") if value else "no-" + name.replace("_", "-"))
+            elif name in ("dtype", "optimizer", "loss_mode"):
+                extras.append(str(value).lower())
+            else:
+                number = format_number(value) if isinstance(value, float) else str(value)
+                extras.append(f"{name.replace('_', '-')}{number}")
+        name = "_".join([base] + extras)
+        if len(name) > MAX_NAME:
+            digest = hashlib.sha1("_".join(extras).encode()).hexdigest()[:12]
+            name = f"{base[:MAX_NAME - 14]}_h{digest}"
+        return name
+
+
+_IN_BASE = ("task", "mode", "clip", "lr", "batch_size", "seed")

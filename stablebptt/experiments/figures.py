@@ -5,22 +5,37 @@ import os
 import numpy as np
 
 from .presets import build_task
-from .results import read_run
+from .results import RunFileError, read_run
+
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def default_picture(path, suffix):
+    """``RUN_suffix`` beside the run file ``RUN.h5``."""
+    return os.path.splitext(os.fspath(path))[0] + "_" + suffix
 
 
 def controlled_rollout(path, samples=4, which="final"):
     """Roll the run's stored controller out from its first test states.
 
-    Returns ``(task, states (N+1, K, S), controls (N, K, C))``; ``which`` picks the initial or the
-    final parameters of the run.
+    Returns ``(task, states (N+1, K, S), controls (N, K, C), finite_steps)``; ``which`` picks the
+    initial or the final parameters of the run (for a diverged run: its last finite ones).
+    ``finite_steps`` is the number of leading states that are finite for every sample: a run
+    driven out of the float range is drawn up to there.
     """
     record = read_run(path)
     task = build_task(record.config)
     params = record.params_final if which == "final" else record.params_initial
     dtype = np.dtype(record.config.dtype)
     theta = task.controller.flatten(params, dtype)
-    _, states, controls = task.problem.rollout(theta, record.test[:samples].astype(dtype))
-    return task, states, controls
+    if not np.all(np.isfinite(theta)):
+        raise RunFileError(f"the {which} parameters of {path} are not finite (status "
+                           f"{record.status}); draw --params initial instead")
+    with np.errstate(all="ignore"):
+        _, states, controls = task.problem.rollout(theta, record.test[:samples].astype(dtype))
+    finite = np.all(np.isfinite(states.reshape(len(states), -1)), axis=1)
+    finite_steps = len(states) if finite.all() else int(np.argmin(finite))
+    return task, states, controls, max(finite_steps, 1)
 
 
 def plot_trajectories(path, out=None, samples=4, which="final"):
@@ -32,9 +47,10 @@ def plot_trajectories(path, out=None, samples=4, which="final"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task, states, controls = controlled_rollout(path, samples, which)
+    task, states, controls, n_finite = controlled_rollout(path, samples, which)
+    states, controls = states[:n_finite], controls[:n_finite]
     k = states.shape[1]
-    out = out or os.path.splitext(os.fspath(path))[0] + f"_trajectories_{which}.png"
+    out = out or default_picture(path, f"trajectories_{which}.png")
     if task.config.task == "guidance":
         fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.4), squeeze=False)
         _draw_guidance(task.problem.sim, states, axes[0])
@@ -45,7 +61,10 @@ def plot_trajectories(path, out=None, samples=4, which="final"):
     else:
         fig, axes = plt.subplots(2, k, figsize=(3.2 * k, 5.0), squeeze=False, sharex=True)
         _draw_cartpole(task.problem.sim, states, task.config.dt, axes)
-    fig.suptitle(f"{os.path.basename(os.fspath(path))} ({which} parameters)", fontsize=8)
+    title = f"{os.path.basename(os.fspath(path))} ({which} parameters)"
+    if n_finite < task.config.n_steps + 1:
+        title += f"; the state leaves the float range after step {n_finite - 1}"
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -97,6 +116,7 @@ def _draw_cartpole(sim, states, dt, axes):
         flat = states[:, s]
         for i in range(sim.poles):
             angle = np.angle(np.exp(1j * flat[:, 2 + 2 * i]))  # wrapped to (-pi, pi]
+            angle[1:][np.abs(np.diff(angle)) > np.pi] = np.nan  # no vertical line at a wrap
             axes[0, s].plot(t, angle, lw=1, label=f"pole {i + 1}")
         axes[0, s].axhline(0, color="k", lw=0.5)
         axes[0, s].set_ylim(-np.pi, np.pi)
@@ -117,65 +137,100 @@ def matplotlib_colour(name):
 
 def animate_run(path, out=None, sample=0, fps=25, which="final"):
     """A GIF of the run's controller at work on one test state (cart-pole swing-up, guidance
-    herd, or the quantum density); returns the file name."""
+    herd, or the quantum density), with the time in a corner; returns the file name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    task, states, controls = controlled_rollout(path, sample + 1, which)
-    states = states[:, sample]
-    sim, name = task.problem.sim, task.config.task
-    out = out or os.path.splitext(os.fspath(path))[0] + f"_{which}.gif"
+    task, states, controls, n_finite = controlled_rollout(path, sample + 1, which)
+    states = states[:n_finite, sample]
+    sim, name, dt = task.problem.sim, task.config.task, task.config.dt
+    out = out or default_picture(path, f"{which}.gif")
     fig, ax = plt.subplots(figsize=(5, 4))
-    artists = []
     if name == "cartpole":
-        length = 2 * sim.length  # drawn at the full pole length
-        reach = length * sim.poles + 0.5
-        span = max(np.abs(states[:, 0]).max() + reach, 3.0)
-        ax.set_xlim(-span, span)
-        ax.set_ylim(-reach, reach)
-        ax.axhline(0, color="k", lw=0.5)
-        cart, = ax.plot([], [], "s", color="#073b4c", ms=14)
-        poles = [ax.plot([], [], "-o", color="#ef476f", lw=3, ms=4)[0] for _ in range(sim.poles)]
-        artists = [cart] + poles
-
-        def draw(t):
-            x = states[t, 0]
-            cart.set_data([x], [0.0])
-            for i, line in enumerate(poles):
-                th = states[t, 2 + 2 * i]  # theta = 0 upright, pi hanging
-                line.set_data([x, x + length * np.sin(th)], [0.0, length * np.cos(th)])
-            return artists
+        draw = _cartpole_frames(ax, sim, states)
     elif name == "guidance":
-        positions = sim.positions(states)
-        ax.set_xlim(positions[..., 0].min() - 0.5, positions[..., 0].max() + 0.5)
-        ax.set_ylim(positions[..., 1].min() - 0.5, positions[..., 1].max() + 0.5)
-        ax.set_aspect("equal")
-        ax.plot(*sim.target, "x", color="k", ms=10)
-        drivers, = ax.plot([], [], "o", color="tab:red", ms=8)
-        evaders, = ax.plot([], [], "o", color="tab:blue", ms=6)
-        artists = [drivers, evaders]
-
-        def draw(t):
-            drivers.set_data(positions[t, :sim.drivers, 0], positions[t, :sim.drivers, 1])
-            evaders.set_data(positions[t, sim.drivers:, 0], positions[t, sim.drivers:, 1])
-            return artists
+        draw = _guidance_frames(ax, sim, states)
     else:
-        density = np.abs(sim.wavefunction(states)) ** 2
-        grid = sim.dx * np.arange(1, sim.nx + 1)
-        ax.plot(grid, sim.params[2:] ** 2, color="#06d6a0", label=f"target state {sim.target_state}")
-        ax.set_ylim(0, density.max() * 1.1)
-        line, = ax.plot([], [], color="#073b4c", label="|psi|^2")
-        ax.legend(fontsize=8)
-        artists = [line]
+        draw = _quantum_frames(ax, sim, states)
+    clock = ax.text(0.02, 0.95, "", transform=ax.transAxes, fontsize=8, va="top")
 
-        def draw(t):
-            line.set_data(grid, density[t])
-            return artists
-    ax.set_title(f"{os.path.basename(os.fspath(path))}\ntest state {sample}", fontsize=8)
-    animation = FuncAnimation(fig, draw, frames=len(states), blit=True)
+    def frame(t):
+        clock.set_text(f"t = {t * dt:.2f}")
+        return draw(t) + [clock]
+
+    title = f"{os.path.basename(os.fspath(path))}\ntest state {sample}"
+    if n_finite < task.config.n_steps + 1:
+        title += f" (state leaves the float range after step {n_finite - 1})"
+    ax.set_title(title, fontsize=8)
+    animation = FuncAnimation(fig, frame, frames=len(states), blit=True)
     animation.save(out, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return out
+
+
+def _cartpole_frames(ax, sim, states):
+    """Cart and poles at true proportions (equal axis scales)."""
+    length = 2 * sim.length  # drawn at the full pole length
+    reach = length * sim.poles + 0.5
+    span = max(np.abs(states[:, 0]).max() + reach, 3.0)
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-reach, reach)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.axhline(0, color="k", lw=0.5)
+    cart, = ax.plot([], [], "s", color="#073b4c", ms=14)
+    poles = [ax.plot([], [], "-o", color="#ef476f", lw=3, ms=4)[0] for _ in range(sim.poles)]
+
+    def draw(t):
+        x = states[t, 0]
+        cart.set_data([x], [0.0])
+        for i, line in enumerate(poles):
+            th = states[t, 2 + 2 * i]  # theta = 0 upright, pi hanging
+            line.set_data([x, x + length * np.sin(th)], [0.0, length * np.cos(th)])
+        return [cart] + poles
+
+    return draw
+
+
+def _guidance_frames(ax, sim, states):
+    """Drivers and evaders; the view follows the herd and the target, so that a driver that runs
+    away leaves the picture (marked at the edge) instead of shrinking the herd to a few pixels."""
+    positions = sim.positions(states)
+    herd = np.concatenate([positions[:, sim.drivers:].reshape(-1, 2), np.reshape(sim.target, (1, 2))])
+    low, high = herd.min(axis=0) - 1.0, herd.max(axis=0) + 1.0
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.plot(*sim.target, "x", color="k", ms=10)
+    drivers, = ax.plot([], [], "o", color="tab:red", ms=8)
+    away, = ax.plot([], [], ">", color="tab:red", ms=6, alpha=0.5, ls="none")
+    evaders, = ax.plot([], [], "o", color="tab:blue", ms=6)
+
+    def draw(t):
+        d = positions[t, :sim.drivers]
+        drivers.set_data(d[:, 0], d[:, 1])
+        edge = np.clip(d, low, high)
+        outside = np.any(edge != d, axis=1)
+        away.set_data(edge[outside, 0], edge[outside, 1])
+        evaders.set_data(positions[t, sim.drivers:, 0], positions[t, sim.drivers:, 1])
+        return [drivers, away, evaders]
+
+    return draw
+
+
+def _quantum_frames(ax, sim, states):
+    """|psi|^2 over x against the target eigenstate's density."""
+    density = np.abs(sim.wavefunction(states)) ** 2
+    grid = sim.dx * np.arange(1, sim.nx + 1)
+    ax.plot(grid, sim.params[2:] ** 2, color="#06d6a0", label=f"target state {sim.target_state}")
+    ax.set_ylim(0, density.max() * 1.1)
+    line, = ax.plot([], [], color="#073b4c", label="|psi|^2")
+    ax.legend(fontsize=8)
+
+    def draw(t):
+        line.set_data(grid, density[t])
+        return [line]
+
+    return draw

@@ -34,6 +34,13 @@ def smooth(values, window=SMOOTHING):
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
+def finite_prefix(values):
+    """The values before the first NaN or inf: what a diverged run has to show."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    return values[:int(np.argmax(bad))] if bad.any() else values
+
+
 def load_folder(folder):
     """``(runs, problems)``: readable run records by path, and ``(name, reason)`` for the others."""
     runs, problems = {}, []
@@ -87,9 +94,8 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         axes = axes.ravel()
         for ax, value in zip(axes, panels):
             for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
-                if getattr(r.config, field) == value and len(r.metrics["test_loss"]):
-                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["test_loss"], window),
-                            color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.2)
+                if getattr(r.config, field) == value:
+                    _curve(ax, r, "test_loss", window, lw=1.2)
             ax.set_title(title.format(value), fontsize=10)
             ax.set_yscale("log")
             ax.set_xlabel("epoch", fontsize=8)
@@ -98,9 +104,7 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         if extra:
             ax = axes[len(panels)]
             for r in group:
-                if len(r.metrics["grad_size"]):
-                    ax.plot(np.arange(1, r.epochs_done + 1), smooth(r.metrics["grad_size"], window),
-                            color=MODE_COLOURS[r.config.mode], ls=CLIP_STYLES[r.config.clip], lw=1.0)
+                _curve(ax, r, "grad_size", window, lw=1.0)
             ax.set_yscale("log")
             ax.set_title("update size |g|^2 (all target states)", fontsize=10)
             ax.set_xlabel("epoch", fontsize=8)
@@ -110,6 +114,8 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         clips = sorted({r.config.clip for r in group})
         handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
                    + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
+        if any(r.status == "diverged" for r in group):
+            handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
         fig.suptitle(task, fontsize=12)
         fig.tight_layout(rect=(0, 0.06, 1, 0.97))
@@ -121,8 +127,22 @@ def paper_figures(records, out_folder, window=SMOOTHING):
     return written
 
 
-SUMMARY_FIELDS = ("task", "setting", "mode", "clip", "seed", "status", "epochs", "final_test_loss",
-                  "best_test_loss", "best_epoch", "epochs_to_threshold", "file")
+def _curve(ax, record, metric, window, lw):
+    """A run's smoothed metric up to its first non-finite value; a diverged run ends in an x."""
+    values = finite_prefix(record.metrics[metric])
+    style = dict(color=MODE_COLOURS[record.config.mode], lw=lw)
+    if len(values):
+        ax.plot(np.arange(1, len(values) + 1), smooth(values, window),
+                ls=CLIP_STYLES[record.config.clip], **style)
+    if record.status == "diverged":
+        end = smooth(values, window)[-1] if len(values) else record.metrics[metric][0]
+        if np.isfinite(end):
+            ax.plot([len(values)], [end], marker="x", ms=7, ls="none", **style)
+
+
+SUMMARY_FIELDS = ("task", "setting", "mode", "clip", "lr", "seed", "status", "epochs",
+                  "diverged_epoch", "final_test_loss", "best_test_loss", "best_epoch",
+                  "epochs_to_threshold", "file")
 
 
 def summary_rows(runs, threshold):
@@ -131,13 +151,15 @@ def summary_rows(runs, threshold):
     for path, r in sorted(runs.items(), key=lambda kv: (kv[1].config.task, kv[0])):
         field = PANELS[r.config.task][0]
         test = np.asarray(r.metrics["test_loss"])
-        below = np.nonzero(test <= threshold)[0] if threshold is not None else []
+        finite = finite_prefix(test)
+        below = np.nonzero(finite <= threshold)[0] if threshold is not None else []
         rows.append(dict(
             task=r.config.task, setting=f"{field}={getattr(r.config, field)}", mode=r.config.mode,
-            clip=r.config.clip, seed=r.config.seed, status=r.status, epochs=r.epochs_done,
+            clip=r.config.clip, lr=r.config.lr, seed=r.config.seed, status=r.status,
+            epochs=r.epochs_done, diverged_epoch=r.attrs.get("diverged_epoch", ""),
             final_test_loss=float(test[-1]) if len(test) else float("nan"),
-            best_test_loss=float(np.nanmin(test)) if len(test) else float("nan"),
-            best_epoch=int(np.nanargmin(test)) + 1 if len(test) else 0,
+            best_test_loss=float(finite.min()) if len(finite) else float("nan"),
+            best_epoch=int(np.argmin(finite)) + 1 if len(finite) else "",
             epochs_to_threshold=int(below[0]) + 1 if len(below) else "",
             file=os.path.basename(path)))
     return rows
@@ -150,9 +172,11 @@ def write_summary(rows, path, stream=None):
         writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    header = f"{'task':9} {'setting':16} {'mode':4} {'clip':5} {'seed':>4} {'epochs':>6} {'final':>10} {'best':>10} {'to thr.':>7}"
+    header = (f"{'task':9} {'setting':16} {'mode':4} {'clip':5} {'lr':>7} {'seed':>4} "
+              f"{'status':9} {'epochs':>6} {'final':>10} {'best':>10} {'to thr.':>7}")
     print(header, file=stream)
     for row in rows:
-        print(f"{row['task']:9} {row['setting']:16} {row['mode']:4} {row['clip']:5} {row['seed']:>4} "
-              f"{row['epochs']:>6} {row['final_test_loss']:>10.4g} {row['best_test_loss']:>10.4g} "
+        print(f"{row['task']:9} {row['setting']:16} {row['mode']:4} {row['clip']:5} "
+              f"{row['lr']:>7g} {row['seed']:>4} {row['status']:9} {row['epochs']:>6} "
+              f"{row['final_test_loss']:>10.4g} {row['best_test_loss']:>10.4g} "
               f"{str(row['epochs_to_threshold']):>7}", file=stream)

@@ -1,5 +1,6 @@
 """Task presets from the paper and the objects a run is built from."""
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -7,7 +8,7 @@ import numpy as np
 from ..adjoint.engine import Problem
 from ..controllers import CNN, MLP
 from ..sims import CartPole, Guidance, Quantum
-from .config import ConfigError, RunConfig
+from .config import TASK_ONLY, ConfigError, RunConfig
 
 # CartPole/Runs/01/01.sh of the reference. It passed ``--zero False`` to an argparse ``type=bool``
 # option, which is True for any non-empty string: the paper's runs had a zero-initialised output
@@ -45,14 +46,54 @@ PRESET_HELP = {
 
 
 def preset(task, **overrides):
+    """The validated config of a task preset with ``overrides``; :class:`ConfigError` names the
+    first bad setting (also a setting the task does not use, or a run too large for memory)."""
     if task not in PRESETS:
         raise ConfigError(f"unknown task {task!r}: choose from {', '.join(PRESETS)}")
-    values = dict(PRESETS[task])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = RunConfig(**values).validated()
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    for name, value in overrides.items():
+        if task not in TASK_ONLY.get(name, (task,)):
+            raise ConfigError(f"{name}={value!r} does not apply to task {task!r} (only to "
+                              f"{', '.join(TASK_ONLY[name])})")
+    config = RunConfig(**{**PRESETS[task], **overrides}).validated()
+    check_memory(config)
     if config.device == "cuda":
         _require_cuda()
     return config
+
+
+def memory_estimate(config):
+    """Bytes a run needs, roughly: trajectory and work buffers of a batch update and of the
+    train/test evaluation (the whole set in one batch), the data, and the parameter-sized arrays
+    (parameters, optimiser state, gradients, snapshots)."""
+    sim = build_simulator(config)
+    ctrl = build_controller(config, sim)
+    n, b, e = config.n_steps, config.batch_size, config.n_data
+    states, controls = sim.state_dim, sim.control_dim
+    update = (n + 1) * b * states + n * b * controls + ctrl.acts_size(n * b) + 2 * ctrl.deltas_size(n * b)
+    evaluation = (n + 1) * e * states + n * e * controls + ctrl.acts_size(e)
+    return np.dtype(config.dtype).itemsize * (update + evaluation + 2 * e * states + 16 * ctrl.n_params)
+
+
+def check_memory(config, available=None):
+    """:class:`ConfigError` with the figures when a run cannot fit in this machine's memory."""
+    if available is None:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # no sysconf: nothing to compare with
+            return
+    need = memory_estimate(config)
+    if need > 0.8 * available:
+        raise ConfigError(f"the run needs about {_bytes(need)} of memory (n_steps={config.n_steps}, "
+                          f"batch_size={config.batch_size}, n_data={config.n_data}, "
+                          f"width={config.width}) but this machine has {_bytes(available)}")
+
+
+def _bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
 
 
 @dataclass
@@ -79,14 +120,19 @@ def build_simulator(config):
     return CartPole(poles=config.poles, dt=config.dt)
 
 
+def build_controller(config, sim):
+    """The controller of a config: the reference's CNN for quantum (its depth option was unused),
+    else an MLP; ``depth=0`` gives a linear controller ``c = x W + b``."""
+    if config.task == "quantum":
+        return CNN(config.nx, config.width, config.bias, config.zero_last)
+    return MLP(sim.state_dim, sim.control_dim, config.width, config.depth, config.bias,
+               config.zero_last)
+
+
 def build_task(config):
     """The problem and data sets of a validated config; data are drawn from ``seed`` as the reference."""
     sim = build_simulator(config)
-    if config.task == "quantum":  # the reference's CNN (its depth option was unused)
-        controller = CNN(config.nx, config.width, config.bias, config.zero_last)
-    else:
-        controller = MLP(sim.state_dim, sim.control_dim, config.width, config.depth, config.bias,
-                         config.zero_last)
+    controller = build_controller(config, sim)
     problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho)
     if config.device == "cuda":
         problem = _cuda_problem(problem)

@@ -16,7 +16,13 @@ Every write builds the complete file next to the target and renames it over the 
 import glob
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: run files are written without the writer's lock
+    fcntl = None
 
 import h5py
 import numpy as np
@@ -81,12 +87,67 @@ class RunRecord:
         return len(self.metrics.get("test_loss", ()))
 
 
+class RunLock:
+    """The right to write one run file, held by one process at a time.
+
+    An exclusive ``flock`` on ``NAME.h5.lock``, which holds the owner's pid; the kernel drops it
+    when the process dies, however it dies. Acquiring it also removes temporary files that a
+    writer killed mid-write left behind (only the holder writes, so none of them is live).
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.lock_path = self.path + ".lock"
+        self._fd = None
+
+    def acquire(self):
+        if fcntl is None or self._fd is not None:
+            return self
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RunFileError(f"run file {self.path} is being written by another process "
+                                   f"(pid {owner})") from None
+            # the previous holder may have removed the lock file between our open and flock
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        for stale in glob.glob(glob.escape(self.path) + ".tmp-*"):
+            os.remove(stale)
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            os.remove(self.lock_path)  # while still holding it: see acquire
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def write_run(path, record):
-    """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    The temporary name is unique to this write, so a concurrent writer's file is never touched;
+    hold :class:`RunLock` to keep other processes from writing the same run.
+    """
     path = os.fspath(path)
-    for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # left by a process killed mid-write
-        os.remove(stale)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
@@ -138,7 +199,10 @@ def read_run(path):
         raise RunFileError(f"no such run file: {path}")
     try:
         f = h5py.File(path, "r")
-    except OSError:
+    except OSError as err:
+        if "lock" in str(err).lower():
+            raise RunFileError(f"run file is locked: another program has it open for writing: "
+                               f"{path}") from None
         raise RunFileError(f"not a readable HDF5 file: {path}") from None
     with f:
         if f.attrs.get("format") != FORMAT:

@@ -4,13 +4,20 @@ A sweep is a folder of run files named from their settings. Running a sweep agai
 (and diverged) runs and resumes unfinished ones from their checkpoints, so an interrupted sweep
 is continued by repeating its command. Every run is deterministic, so results do not depend on
 the number of workers or on where a run executes.
+
+Workers are child processes that ignore Ctrl-C: the parent turns the first Ctrl-C into a stop
+request (queued runs are dropped, running ones checkpoint their completed epochs and return) and
+a second one into termination of the workers. Workers die with the parent, however it dies.
 """
 
+import ctypes
 import itertools
 import multiprocessing
 import os
 import queue
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from .config import ConfigError, RunConfig
 from .presets import preset
 from .results import RunFileError, read_run
+from .training import stop_requests
 
 # The grids of the reference's Runs/01/01.sh scripts, in their loop order.
 GRIDS = {
@@ -54,14 +62,59 @@ def expand_grid(task, axes=None, seeds=(None,), **fixed):
 @dataclass
 class RunOutcome:
     name: str
-    status: str  # finished, skipped, diverged, failed
+    status: str  # finished, skipped, diverged, failed, interrupted, not started
     message: str = ""
     final_test_loss: float = float("nan")
 
 
-def run_one(config_values, folder, progress=None):
-    """Run (or skip, or resume) one run of a sweep in this process; never raises."""
-    from .training import Diverged, Trainer, single_threaded_blas
+# Set in each worker process by _init_worker: where epochs are reported, and the stop request.
+_worker_progress = None
+_worker_stop = None
+
+
+def _init_worker(progress, stop, parent_pid):
+    """Worker set-up: report to ``progress``, stop when ``stop`` is set, ignore Ctrl-C (the parent
+    decides), and die with the parent."""
+    global _worker_progress, _worker_stop
+    _worker_progress, _worker_stop = progress, stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid):
+    """End this process when ``parent_pid`` ends: the kernel's parent-death signal on Linux, a
+    watchdog thread elsewhere. Either way no worker outlives a killed sweep."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_one(config_values, folder, progress=None, stop=None):
+    """Run (or skip, or resume) one run of a sweep in this process; never raises.
+
+    ``progress`` (a queue) receives ``(name, epoch, epochs)`` after every epoch; ``stop`` (an
+    event) ends the run at the next update with its completed epochs saved. In worker processes
+    both default to the ones the worker was started with.
+    """
+    from .training import Diverged, Interrupted, Trainer
+
+    progress = _worker_progress if progress is None else progress
+    stop = _worker_stop if stop is None else stop
+    if stop is not None and stop.is_set():
+        return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
 
     config = RunConfig.from_dict(config_values)
     name = config.run_name()
@@ -84,11 +137,13 @@ def run_one(config_values, folder, progress=None):
             if progress is not None:
                 progress.put((name, epoch, config.epochs))
 
-        with single_threaded_blas():
-            metrics = trainer.run(quiet=True, on_epoch=report)
+        metrics = trainer.run(quiet=True, on_epoch=report,
+                              stop=None if stop is None else stop.is_set)
         return RunOutcome(name, "finished", "", metrics["test_loss"][-1])
     except Diverged as err:
         return RunOutcome(name, "diverged", str(err))
+    except Interrupted as err:
+        return RunOutcome(name, "interrupted", str(err))
     except (RunFileError, ConfigError, OSError, ValueError, FloatingPointError) as err:
         return RunOutcome(name, "failed", f"{type(err).__name__}: {err}")
     except Exception as err:  # a bug in one run must not stop the sweep: report it by name
@@ -107,19 +162,34 @@ def _last(values):
 
 
 class SweepDisplay:
-    """One status line for the sweep (runs done, failures, ETA) plus the epochs of running runs."""
+    """One status line for the sweep (runs done, failures, ETA) plus the epochs of running runs.
 
-    def __init__(self, total, quiet=False, stream=None):
+    On a terminal the line is redrawn in place; otherwise (a log file) it is written as a new line
+    every ``log_every`` seconds, so a long sweep shows steady progress between finished runs.
+    """
+
+    def __init__(self, total, quiet=False, stream=None, log_every=30.0):
         self.total, self.done, self.failed, self.quiet = total, 0, 0, quiet
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.perf_counter()
+        self.log_every = log_every
+        self._last_log = self.start
         self.running = {}
 
     def epoch(self, name, epoch, total):
         self.running[name] = (epoch, total)
         if self.tty:
             self._draw()
+
+    def tick(self):
+        """Called regularly while waiting: a progress line when one is due (not on a terminal)."""
+        now = time.perf_counter()
+        if self.quiet or self.tty or now - self._last_log < self.log_every:
+            return
+        self._last_log = now
+        self.stream.write(self._status() + "\n")
+        self.stream.flush()
 
     def finished(self, outcome):
         self.running.pop(outcome.name, None)
@@ -136,26 +206,30 @@ class SweepDisplay:
             self._draw()
         self.stream.flush()
 
-    def _draw(self):
-        if self.quiet:
-            return
+    def _status(self):
         elapsed = time.perf_counter() - self.start
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         runs = " | ".join(f"{n[:28]} {e}/{t}" for n, (e, t) in list(self.running.items())[:3])
-        line = f"sweep {self.done}/{self.total} done, {self.failed} failed, {elapsed:.0f}s, ETA {eta:.0f}s | {runs}"
-        self.stream.write("\r" + line[:160].ljust(120))
+        return (f"sweep {self.done}/{self.total} done, {self.failed} failed, {elapsed:.0f}s, "
+                f"ETA {eta:.0f}s | {runs}")
+
+    def _draw(self):
+        if self.quiet:
+            return
+        self.stream.write("\r" + self._status()[:160].ljust(120))
         self.stream.flush()
 
 
-def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False):
+def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False, log_every=30.0):
     """Run every config into ``folder``; returns the outcomes in the order of ``configs``.
 
     ``workers`` processes on this machine (default: the cores), or, with ``scheduler`` (a Dask
     address such as ``tcp://host:8786``), one Dask task per run on that cluster; the folder must
-    then be shared with the workers.
+    then be shared with the workers. A Ctrl-C stops the sweep: runs not started are reported as
+    ``not started``, running ones as ``interrupted`` (their files keep every completed epoch).
     """
     os.makedirs(folder, exist_ok=True)
-    display = SweepDisplay(len(configs), quiet)
+    display = SweepDisplay(len(configs), quiet, log_every=log_every)
     values = [c.to_dict() for c in configs]
     if scheduler is not None:
         outcomes = _run_on_dask(values, folder, scheduler, display)
@@ -168,19 +242,47 @@ def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False):
 def _run_in_processes(values, folder, workers, display):
     # spawn, not fork: the parent may hold BLAS threads, which do not survive a fork
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        progress = manager.Queue()
-        outcomes = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending = {pool.submit(run_one, v, folder, progress) for v in values}
+    progress, stop = context.Queue(), context.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(progress, stop, os.getpid()))
+    futures = {pool.submit(run_one, v, folder): v for v in values}
+    outcomes = []
+    message = "stopping the sweep: queued runs are dropped, running runs save their epochs"
+    try:
+        with stop_requests(message) as requested:
+            pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 _drain(progress, display)
+                display.tick()
                 for future in done:
-                    outcome = future.result()
+                    outcome = _outcome(future, futures[future])
                     outcomes.append(outcome)
                     display.finished(outcome)
-        return outcomes
+                if requested() and not stop.is_set():
+                    stop.set()
+                    for future in pending:
+                        future.cancel()
+    except KeyboardInterrupt:  # the second Ctrl-C: stop the running runs now
+        # (the executor has no public way to end its workers; without this its exit handler
+        # would wait for them)
+        for process in list(pool._processes.values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    seen = {o.name for o in outcomes}
+    for future, v in futures.items():  # runs cancelled before they started
+        name = RunConfig.from_dict(v).run_name()
+        if name not in seen:
+            outcomes.append(RunOutcome(name, "not started"))
+    return outcomes
+
+
+def _outcome(future, config_values):
+    if future.cancelled():
+        return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
+    return future.result()
 
 
 def _drain(progress, display):
@@ -203,8 +305,12 @@ def _run_on_dask(values, folder, scheduler, display):
     with client:
         futures = client.map(run_one, values, folder=os.path.abspath(folder), pure=False)
         outcomes = []
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            display.finished(outcome)
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                display.finished(outcome)
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            raise
         return outcomes

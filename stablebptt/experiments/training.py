@@ -1,16 +1,17 @@
 """The training loop of the reference: fixed-order batches, then train- and test-set losses."""
 
 import os
+import signal
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..adjoint.modes import parse_mode
 from .optim import clip_gradient, make_optimizer, state_arrays
 from .presets import build_task
-from .results import METRICS, Checkpoint, RunRecord, read_run, write_run
+from .results import METRICS, Checkpoint, RunFileError, RunLock, RunRecord, read_run, write_run
 
 
 DIVERGENCE_METRICS = ("batch_loss", "train_loss", "test_loss", "grad_size")
@@ -20,13 +21,31 @@ class Diverged(RuntimeError):
     """A run whose loss or gradient became NaN or infinite."""
 
 
-def single_threaded_blas():
-    """Context in which BLAS (the controllers' matrix products) runs on one thread.
+class Interrupted(RuntimeError):
+    """A run stopped on request; its file holds every completed epoch and resumes exactly."""
 
-    The per-step products are small (batch x 100 x 100); on 2 cores a second BLAS thread costs
-    more in synchronisation than it gains (measured ~2x slower per epoch).
-    """
-    return threadpool_limits(limits=1, user_api="blas")
+
+@contextmanager
+def stop_requests(message):
+    """A callable that turns true after the first Ctrl-C (SIGINT), which also logs ``message``;
+    a second Ctrl-C interrupts at once. Outside the main thread it never turns true."""
+    requested = []
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        print(f"stablebptt: {message} (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _batches(data, batch_size):
@@ -64,10 +83,15 @@ class Progress:
 
 
 class Trainer:
-    """Trains one run and keeps its file up to date. Build with :meth:`new` or :meth:`resume`."""
+    """Trains one run and keeps its file up to date. Build with :meth:`new` or :meth:`resume`.
+
+    A trainer holds its run file's :class:`RunLock` from creation until :meth:`close` (which
+    :meth:`run` calls when it ends), so no other process writes the same run meanwhile.
+    """
 
     def __init__(self, config, path, task, theta, opt_state, rng, metrics, params_initial, epoch,
-                 status="running"):
+                 status="running", lock=None):
+        self.lock = lock
         self.status = status
         self.config = config
         self.path = path
@@ -82,21 +106,43 @@ class Trainer:
         self.mode = parse_mode(config.mode)
 
     @classmethod
-    def new(cls, config, path):
-        task = build_task(config)
-        rng = np.random.default_rng(config.seed)
-        theta = task.controller.init(rng, np.dtype(config.dtype))
-        optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
-        initial = {k: v.copy() for k, v in task.controller.views(theta).items()}
-        trainer = cls(config, path, task, theta, optimizer.init(theta), rng,
-                      {name: [] for name in METRICS}, initial, 0)
-        trainer.save("running")
+    def new(cls, config, path, overwrite=False):
+        """A fresh run written to ``path``; :class:`RunFileError` if it exists (unless
+        ``overwrite``) or another process is writing it."""
+        path = os.fspath(path)
+        lock = RunLock(path).acquire()
+        try:
+            if os.path.exists(path) and not overwrite:
+                raise RunFileError(f"run file exists: {path} (continue it with --resume, or "
+                                   "--overwrite)")
+            task = build_task(config)
+            rng = np.random.default_rng(config.seed)
+            theta = task.controller.init(rng, np.dtype(config.dtype))
+            optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
+            initial = {k: v.copy() for k, v in task.controller.views(theta).items()}
+            trainer = cls(config, path, task, theta, optimizer.init(theta), rng,
+                          {name: [] for name in METRICS}, initial, 0, lock=lock)
+            trainer.save("running")
+        except BaseException:
+            lock.release()
+            raise
         return trainer
 
     @classmethod
     def resume(cls, path, epochs=None):
         """Continue the run in ``path`` from its checkpoint (optionally to a new total of epochs)."""
-        record = read_run(path)
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise RunFileError(f"no such run file: {path}")
+        lock = RunLock(path).acquire()
+        try:
+            return cls._from_record(read_run(path), path, epochs, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _from_record(cls, record, path, epochs, lock):
         config = record.config
         if epochs is not None:
             config = type(config)(**{**config.to_dict(), "epochs": epochs}).validated()
@@ -112,15 +158,22 @@ class Trainer:
         rng = np.random.default_rng()
         rng.bit_generator.state = ck.rng_state
         metrics = {name: list(record.metrics[name][:ck.epoch]) for name in METRICS}
-        return cls(config, os.fspath(path), task, theta, opt_state, rng, metrics,
-                   record.params_initial, ck.epoch, record.status)
+        return cls(config, path, task, theta, opt_state, rng, metrics, record.params_initial,
+                   ck.epoch, record.status, lock=lock)
+
+    def close(self):
+        """Release the run file's lock (the file stays as last saved)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def finished(self):
         return self.epoch >= self.config.epochs
 
-    def save(self, status, **attrs):
-        views = self.task.controller.views(self.theta)
+    def save(self, status, params_final=None, **attrs):
+        """Write the run file; ``params_final`` (default: the current parameters) is stored as the
+        run's final parameters, the checkpoint always holds the current state."""
+        views = self.task.controller.views(self.theta if params_final is None else params_final)
         record = RunRecord(
             config=self.config, status=status, attrs=attrs,
             metrics={k: v[:self.epoch] for k, v in self.metrics.items()},
@@ -130,12 +183,18 @@ class Trainer:
                                   state_arrays(self.opt_state), self.rng.bit_generator.state))
         write_run(self.path, record)
 
-    def train_epoch(self):
-        """One epoch: an update per batch in fixed order, then the full train and test losses."""
+    def train_epoch(self, stop=None):
+        """One epoch: an update per batch in fixed order, then the full train and test losses.
+
+        ``stop()`` is asked before each update; when true, :class:`Interrupted` is raised with the
+        epoch half done (:meth:`run` restores the state of the epoch's start).
+        """
         cfg, problem = self.config, self.task.problem
         wall0 = time.perf_counter()
         losses, physics, sizes, cosines, update_time = [], [], [], [], 0.0
         for batch in _batches(self.task.train, cfg.batch_size):
+            if stop is not None and stop():
+                raise Interrupted(self.path)
             t0 = time.perf_counter()
             result = problem.gradient(self.theta, batch, self.mode)
             grad = result.grad
@@ -161,18 +220,35 @@ class Trainer:
         self.epoch += 1
         return values
 
-    def run(self, quiet=False, on_epoch=None):
+    def run(self, quiet=False, on_epoch=None, stop=None):
         """Train to ``config.epochs``, checkpointing every ``checkpoint_every`` epochs and at the end.
 
         A NaN or inf in a loss or in the gradient stops the run: its file keeps the epoch's metrics
-        and is marked ``diverged`` (attribute ``diverged_epoch``), and :class:`Diverged` is raised.
-        ``on_epoch(epoch, values)`` is called after every epoch (progress reporting).
+        and the last finite parameters as ``params/final``, is marked ``diverged`` (attribute
+        ``diverged_epoch``), and :class:`Diverged` is raised. ``on_epoch(epoch, values)`` is called
+        after every epoch (progress reporting). ``stop()`` is asked between batch updates: when it
+        returns true, the epoch in progress is dropped, every completed epoch is checkpointed and
+        :class:`Interrupted` is raised, so a resumed run continues exactly.
         """
+        try:
+            return self._run(quiet, on_epoch, stop)
+        finally:
+            self.close()
+
+    def _run(self, quiet, on_epoch, stop):
         progress = Progress(self.config.epochs, os.path.basename(self.path), quiet)
         while not self.finished:
-            values = self.train_epoch()
+            before = self._snapshot()
+            try:
+                values = self.train_epoch(stop)
+            except Interrupted:
+                self._restore(before)
+                self.save("running")
+                raise Interrupted(f"{self.path}: stopped; epoch {self.epoch} of "
+                                  f"{self.config.epochs} is kept") from None
             if not all(np.isfinite(values[k]) for k in DIVERGENCE_METRICS):
-                self.save("diverged", diverged_epoch=self.epoch)
+                self.save("diverged", params_final=before[0], diverged_epoch=self.epoch,
+                          params_final_epoch=self.epoch - 1)
                 raise Diverged(f"{self.path}: diverged at epoch {self.epoch} "
                                f"(loss {values['batch_loss']}, gradient size {values['grad_size']})")
             if self.epoch % self.config.checkpoint_every == 0 and not self.finished:
@@ -182,3 +258,15 @@ class Trainer:
                 on_epoch(self.epoch, values)
         self.save("finished")
         return self.metrics
+
+    def _snapshot(self):
+        """Parameters and optimiser state at an epoch boundary (a few arrays of n_params)."""
+        arrays = {k: v.copy() for k, v in state_arrays(self.opt_state).items()}
+        return self.theta.copy(), self.opt_state.step, arrays
+
+    def _restore(self, snapshot):
+        theta, step, arrays = snapshot
+        self.theta[:] = theta
+        self.opt_state.step = step
+        for name, value in arrays.items():
+            getattr(self.opt_state, name)[:] = value

@@ -187,6 +187,15 @@ def eigenstate(n, nx):
     return np.sqrt(2.0 / (nx + 1)) * np.sin(np.pi * n * j / (nx + 1))
 
 
+def reference_eigenstate(n, nx):
+    """:func:`eigenstate` as the reference computes it for its data: complex64 arithmetic on the
+    Nx + 2 points including the walls, normalised there, walls then dropped."""
+    points = np.arange(nx + 2, dtype=np.complex64)
+    wave = np.sin(np.pi * n / (nx + 1) * points)
+    wave = wave / np.sum(np.abs(wave) ** 2) ** 0.5
+    return wave[1:-1]
+
+
 WEIGHTINGS = ("1-1", "3-1", "7-1", "15-1")
 
 
@@ -231,16 +240,21 @@ class Quantum:
 
     def sample(self, n, rng):
         """Random complex superpositions of eigenstates 1 and 2 (the reference's data.py): weights
-        ``w1 N(0,1)`` and ``w2 N(0,1)`` with uniform phases, normalised; ``rng`` a RandomState."""
-        w1, w2 = (float(w) for w in self.weighting.split("-"))
+        ``w1 N(0,1)`` and ``w2 N(0,1)`` with uniform phases, normalised; ``rng`` a RandomState.
+
+        Computed as the reference computed them, in float32/complex64 arithmetic throughout
+        (eigenstates included), so that the states are the reference's bit for bit.
+        """
+        w1, w2 = (int(w) for w in self.weighting.split("-"))
         c1 = rng.normal(size=(n, 1)).astype(np.float32) * w1
         c2 = rng.normal(size=(n, 1)).astype(np.float32) * w2
         p1 = rng.uniform(0, 2 * np.pi, size=(n, 1)).astype(np.float32)
         p2 = rng.uniform(0, 2 * np.pi, size=(n, 1)).astype(np.float32)
-        norm = np.sqrt(c1.astype(np.float64) ** 2 + c2.astype(np.float64) ** 2)
-        psi = (c1 * np.exp(1j * p1) / norm * eigenstate(1, self.nx)
-               + c2 * np.exp(1j * p2) / norm * eigenstate(2, self.nx))
-        return np.stack([psi.real, psi.imag], axis=-1).reshape(n, self.state_dim).astype(np.float32)
+        norm = np.sqrt(c1 ** 2 + c2 ** 2)
+        psi = (c1 * np.exp(1j * p1) / norm * reference_eigenstate(1, self.nx)
+               + c2 * np.exp(1j * p2) / norm * reference_eigenstate(2, self.nx))
+        assert psi.dtype == np.complex64
+        return np.stack([psi.real, psi.imag], axis=-1).reshape(n, self.state_dim)
 
     def datasets(self, n, rng):
         """Train and test sets as the reference draws them: 2n states at once, split in halves."""

@@ -1,0 +1,432 @@
+"""The commands of ``stablebptt``: ``run``, ``sweep``, ``gradcheck``, ``inspect``, ``plot``,
+``trajectories``, ``animate``, ``toy``.
+
+Bad input ends with one line on stderr naming the problem and exit status 2, before any file is
+written; a failed gradient check exits with status 1; an interrupted run or sweep keeps every
+completed epoch and exits with status 130.
+"""
+
+import argparse
+import logging
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+from .config import MAX_NAME, ConfigError, RunConfig
+from .gradcheck import GRADCHECK_TASKS, format_table, run_gradcheck
+from .optim import CLIP_MODES
+from .presets import PRESET_HELP, PRESETS, preset
+from .results import METRICS, RunFileError, read_run
+from .sweep import GRIDS
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _add_run_options(p):
+    p.add_argument("task", nargs="?", help="task preset: " + "; ".join(
+        f"{k}: {v}" for k, v in PRESET_HELP.items()))
+    p.add_argument("--poles", type=int, help="cartpole: number of poles (default 1)")
+    p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
+                   "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
+    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
+    p.add_argument("--regularization", "--rho", dest="rho", type=float,
+                   help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
+    p.add_argument("--target-state", type=int, help="quantum: target eigenstate (default 3; paper 3, 4, 5)")
+    p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
+    _add_settings(p)
+    p.add_argument("--out", help="output folder (default runs/)")
+    p.add_argument("--name", help="run file name, without folders (default: derived from the "
+                   "settings)")
+    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_sweep_options(p):
+    p.add_argument("task", help=f"one of {', '.join(GRIDS)}; the grid is the reference's Runs/01/01.sh")
+    p.add_argument("--poles", type=_int_list, help="cartpole: pole counts, e.g. 3,4 (default 1,2,3,4)")
+    p.add_argument("--modes", dest="mode", type=_str_list, help="modes, e.g. R,C (default R,M,C,S)")
+    p.add_argument("--clips", dest="clip", type=_str_list,
+                   help="clipping modes, e.g. value,norm (default value,norm,none)")
+    p.add_argument("--rhos", dest="rho", type=_float_list,
+                   help="guidance: regulariser weights (default 1,0.1,0.01,0.001)")
+    p.add_argument("--target-states", dest="target_state", type=_int_list,
+                   help="quantum: target eigenstates (default 3,4,5)")
+    p.add_argument("--seeds", type=_int_list, help="one run per seed for every grid point (default: 42)")
+    _add_settings(p)
+    p.add_argument("--out", help="sweep folder (default sweeps/TASK)")
+    p.add_argument("--workers", type=int, help="worker processes on this machine (default: the cores)")
+    p.add_argument("--scheduler", help="run on a Dask cluster at this address (tcp://host:port); "
+                   "the folder must be shared with its workers")
+    p.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between progress lines when stderr is not a terminal (default 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _list_of(kind):
+    def parse(text):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"empty list: {text!r}")
+        return values
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+_int_list, _float_list, _str_list = _list_of(int), _list_of(float), _list_of(str)
+
+
+def _add_settings(p):
+    """Options that set one value for a run (or for every run of a sweep)."""
+    p.add_argument("--drivers", type=int, help="guidance: number of drivers (default 2)")
+    p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
+    p.add_argument("--weighting", help="quantum: weights of eigenstates 1-2 in the data: 1-1 (default), 3-1, 7-1, 15-1")
+    p.add_argument("--nx", type=int, help="quantum: interior grid points (default 32)")
+    p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
+                   help="guidance: the point the evaders are herded to (default 0 0)")
+    p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
+    p.add_argument("--optimizer", help="adam or sgd (default adam)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 8)")
+    p.add_argument("--epochs", type=int, help="number of epochs (preset: 1000)")
+    p.add_argument("--n-data", type=int, help="train and test set size each (default 256)")
+    p.add_argument("--width", type=int, help="hidden layer width (default 100)")
+    p.add_argument("--depth", type=int, help="number of hidden layers (default 2)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="use biases (default yes)")
+    p.add_argument("--zero-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="zero-initialise the output kernel (default yes: what the reference ran)")
+    p.add_argument("--time", type=float, help="physical time horizon T (default 1.0)")
+    p.add_argument("--steps", dest="n_steps", type=int, help="number of time steps (default 100)")
+    p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
+    p.add_argument("--dtype", help="float32 (default) or float64")
+    p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
+    p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda)")
+
+
+_SETTINGS = ("drivers", "evaders", "weighting", "nx", "clip_value", "optimizer", "lr", "momentum",
+             "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
+             "n_steps", "loss_mode", "dtype", "checkpoint_every", "device")
+_SWEEP_AXES = ("poles", "mode", "clip", "rho", "target_state")
+_CONFIG_OPTIONS = _SETTINGS + _SWEEP_AXES + ("seed",)
+
+
+def _settings(args, names):
+    values = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if getattr(args, "target", None) is not None:
+        values["target_x"], values["target_y"] = args.target
+    return values
+
+
+def build_parser():
+    parser = _Parser(prog="stablebptt", description="Stable backpropagation through time for "
+                     "neural controllers of differentiable simulators.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run_options(sub.add_parser("run", help="train one run and write its HDF5 file"))
+    _add_sweep_options(sub.add_parser("sweep", help="run a grid of runs (the reference's sweep) in parallel"))
+    g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
+    g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
+    g.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("plot", help="the paper's figures 3-5 and a summary table from a folder of runs")
+    f.add_argument("folder", help="a folder of run files (e.g. a sweep's)")
+    f.add_argument("--out", help="where the figures and summary.csv go (default: the folder)")
+    f.add_argument("--threshold", type=float, default=0.1,
+                   help="test loss for the 'epochs to reach' column (default 0.1)")
+    f.add_argument("--smooth", type=int, default=30,
+                   help="moving-mean window in epochs (default 30, the reference's; capped at a "
+                   "third of a run)")
+    a = sub.add_parser("animate", help="a GIF of a run's controller at work")
+    a.add_argument("file")
+    a.add_argument("--out", help="GIF file (default: beside the run file)")
+    a.add_argument("--sample", type=int, default=0, help="which test state (default 0)")
+    a.add_argument("--fps", type=int, default=25)
+    a.add_argument("--params", choices=("final", "initial"), default="final")
+    y = sub.add_parser("toy", help="the paper's toy examples (Figures 1 and 2)")
+    y.add_argument("--out", default="figures", help="output folder (default figures/)")
+    y.add_argument("--iterations", type=int, default=200, help="Adam iterations (default 200)")
+    t = sub.add_parser("trajectories", help="draw a run's controlled trajectories (PNG or PDF)")
+    t.add_argument("file")
+    t.add_argument("--out", help="image file (default: beside the run file, .png)")
+    t.add_argument("--samples", type=int, default=4, help="number of test states drawn (default 4)")
+    t.add_argument("--params", choices=("final", "initial"), default="final",
+                   help="the run's final (trained) or initial parameters")
+    i = sub.add_parser("inspect", help="summarise a run file")
+    i.add_argument("file")
+    i.add_argument("--metrics", action="store_true", help="print the per-epoch metrics table")
+    return parser
+
+
+def _writable_folder(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".stablebptt-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write to output folder {folder!r}: {err.strerror or err}") from None
+
+
+def cmd_run(args):
+    from .training import Diverged, Interrupted, Trainer, stop_requests
+
+    if args.resume:
+        trainer = _resume(args)
+        if trainer is None:
+            return 0
+    else:
+        if args.task is None:
+            raise UsageError("run needs a TASK (one of: " + ", ".join(PRESETS) + ") or --resume FILE")
+        config = preset(args.task, **_settings(args, _CONFIG_OPTIONS))
+        name = _run_name(args.name) if args.name is not None else config.run_name()
+        out = args.out or "runs"
+        path = os.path.join(out, name + ".h5")
+        if os.path.exists(path) and not args.overwrite:
+            raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
+        _writable_folder(out)
+        trainer = Trainer.new(config, path, overwrite=args.overwrite)
+    try:
+        with stop_requests(f"stopping {trainer.path} after the current update") as stop:
+            metrics = trainer.run(quiet=args.quiet, stop=stop)
+    except Diverged as err:
+        print(f"stablebptt: {err}; the file is kept and marked diverged", file=sys.stderr)
+        return 1
+    except Interrupted as err:
+        print(f"stablebptt: interrupted: {err}; continue with: stablebptt run --resume "
+              f"{trainer.path}", file=sys.stderr)
+        return 130
+    print(f"{trainer.path}: {trainer.epoch} epochs, final test loss {metrics['test_loss'][-1]:.6g}")
+    return 0
+
+
+def _resume(args):
+    """The trainer that continues ``--resume FILE``, or None when it has nothing left to do.
+
+    Only ``--epochs`` may change a run; any other run option must repeat the file's value.
+    """
+    from .training import Trainer
+
+    for flag, given in (("--out", args.out), ("--name", args.name), ("--overwrite", args.overwrite)):
+        if given:
+            raise UsageError(f"{flag} does not apply to --resume (the run stays in its file)")
+    stored = read_run(args.resume).config
+    if args.task is not None and args.task != stored.task:
+        raise UsageError(f"task {args.task!r} conflicts with the run file's task {stored.task!r}")
+    given = _settings(args, _CONFIG_OPTIONS)
+    given.pop("epochs", None)
+    wanted = RunConfig(**{**stored.to_dict(), **given}).validated()
+    for key in given:
+        if getattr(wanted, key) != getattr(stored, key):
+            raise UsageError(f"{key}={getattr(wanted, key)!r} conflicts with the run file's "
+                             f"{key}={getattr(stored, key)!r}; only --epochs can change a run "
+                             "being resumed")
+    trainer = Trainer.resume(args.resume, epochs=args.epochs)
+    if trainer.status == "diverged":
+        trainer.close()
+        raise UsageError(f"{args.resume} diverged at epoch {trainer.epoch}; it cannot be resumed")
+    if trainer.finished:
+        trainer.close()
+        print(f"{args.resume}: already finished ({trainer.epoch} epochs)")
+        return None
+    print(f"resuming {args.resume} at epoch {trainer.epoch} of {trainer.config.epochs}")
+    return trainer
+
+
+def _run_name(text):
+    """A ``--name``: a file name in the output folder (``.h5`` is added; a given one is kept)."""
+    name = text[:-3] if text.endswith(".h5") else text
+    if not name or name in (".", "..") or name.startswith("."):
+        raise UsageError(f"--name {text!r} must be a plain file name (not empty, not starting with '.')")
+    if any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0")):
+        raise UsageError(f"--name {text!r} must not contain a folder (use --out for the folder)")
+    if len(name) > MAX_NAME:
+        raise UsageError(f"--name of {len(name)} characters is too long (at most {MAX_NAME})")
+    return name
+
+
+def cmd_sweep(args):
+    from .sweep import expand_grid, run_sweep
+
+    axes = {k: getattr(args, k) for k in _SWEEP_AXES if getattr(args, k) is not None}
+    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS))
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if not args.log_every > 0:
+        raise UsageError(f"--log-every must be > 0 seconds, got {args.log_every}")
+    if args.scheduler is not None and not _SCHEDULER.fullmatch(args.scheduler):
+        raise UsageError(f"--scheduler {args.scheduler!r} is not a Dask scheduler address "
+                         "such as tcp://host:8786")
+    folder = args.out or os.path.join("sweeps", args.task)
+    _writable_folder(folder)
+    if not args.quiet:
+        print(f"sweep {args.task}: {len(configs)} runs into {folder}", file=sys.stderr)
+    outcomes = run_sweep(configs, folder, workers=args.workers, scheduler=args.scheduler,
+                         quiet=args.quiet, log_every=args.log_every)
+    states = ("finished", "skipped", "diverged", "failed", "interrupted", "not started")
+    counts = {s: sum(o.status == s for o in outcomes) for s in states}
+    print(f"sweep {args.task}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    for o in outcomes:
+        if o.status in ("diverged", "failed"):
+            print(f"  {o.status}: {o.name}: {o.message}")
+    if counts["interrupted"] or counts["not started"]:
+        print("stablebptt: sweep interrupted: every run file keeps its completed epochs; "
+              "repeat the command to continue", file=sys.stderr)
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+_SCHEDULER = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[\w.\-\[\]:]+(:\d+)?(/[\w.\-]*)?")
+
+
+def cmd_gradcheck(args):
+    if args.task is not None and args.task not in GRADCHECK_TASKS:
+        raise UsageError(f"unknown task {args.task!r} for gradcheck: choose from {', '.join(GRADCHECK_TASKS)}")
+    results = run_gradcheck([args.task] if args.task else GRADCHECK_TASKS, seed=args.seed)
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_inspect(args):
+    record = read_run(args.file)
+    cfg = record.config
+    print(f"file:     {args.file}")
+    print(f"status:   {record.status}, {record.epochs_done} of {cfg.epochs} epochs"
+          + (f", checkpoint at epoch {record.checkpoint.epoch}" if record.checkpoint else "")
+          + (f", NaN/inf at epoch {record.attrs['diverged_epoch']}" if "diverged_epoch" in record.attrs else ""))
+    print("config:   " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+    print("versions: " + " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.attrs.items()
+                                  if k.startswith("version.")))
+    test = record.metrics["test_loss"]
+    if len(test):
+        best = int(np.argmin(test))
+        print(f"test loss: first {test[0]:.6g}, last {test[-1]:.6g}, best {test[best]:.6g} (epoch {best + 1})")
+        print(f"time per epoch: {np.mean(record.metrics['wall_time']):.4g} s "
+              f"(updates {np.mean(record.metrics['epoch_time']):.4g} s)")
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in record.params_final.items())
+    print(f"parameters: {shapes}")
+    if args.metrics:
+        print("epoch " + " ".join(f"{m:>17}" for m in METRICS))
+        for e in range(record.epochs_done):
+            print(f"{e + 1:5d} " + " ".join(f"{record.metrics[m][e]:17.9g}" for m in METRICS))
+    return 0
+
+
+def cmd_plot(args):
+    from .paper import load_folder, missing_runs, paper_figures, summary_rows, write_summary
+
+    if not os.path.isdir(args.folder):
+        raise UsageError(f"no such folder: {args.folder}")
+    if args.smooth < 1:
+        raise UsageError(f"--smooth must be >= 1, got {args.smooth}")
+    if not math.isfinite(args.threshold):
+        raise UsageError(f"--threshold must be a finite number, got {args.threshold}")
+    runs, problems = load_folder(args.folder)
+    for name, reason in problems:
+        print(f"stablebptt: unreadable run {name}: {reason}", file=sys.stderr)
+    for line in missing_runs(list(runs.values())):
+        print(f"stablebptt: missing run: {line}", file=sys.stderr)
+    if not runs:
+        raise UsageError(f"no readable run files in {args.folder}")
+    out = args.out or args.folder
+    _writable_folder(out)
+    for path in paper_figures(list(runs.values()), out, args.smooth):
+        print(path)
+    write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
+    print(os.path.join(out, "summary.csv"))
+    return 1 if problems else 0
+
+
+def cmd_animate(args):
+    from .figures import animate_run, default_picture
+
+    if args.fps < 1:
+        raise UsageError(f"--fps must be >= 1, got {args.fps}")
+    record = read_run(args.file)
+    if not 0 <= args.sample < len(record.test):
+        raise UsageError(f"--sample={args.sample} is not one of the {len(record.test)} test states")
+    out = _picture_path(args.out, default_picture(args.file, f"{args.params}.gif"), (".gif",))
+    print(animate_run(args.file, out, args.sample, args.fps, args.params))
+    return 0
+
+
+def _picture_path(out, default, suffixes):
+    """Where a picture goes: ``out`` (a file with one of ``suffixes``, or an existing folder for
+    the default name in it) or ``default``; its folder is created and checked first."""
+    if out is None:
+        path = default
+    elif os.path.isdir(out):
+        path = os.path.join(out, os.path.basename(default))
+    else:
+        path = out
+        if os.path.splitext(out)[1].lower() not in suffixes:
+            raise UsageError(f"--out {out!r} must end in {' or '.join(suffixes)}, or be a folder")
+    _writable_folder(os.path.dirname(os.path.abspath(path)))
+    return path
+
+
+def cmd_toy(args):
+    from .toy import toy_figures
+
+    if args.iterations < 1:
+        raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
+    _writable_folder(args.out)
+    for path in toy_figures(args.out, iterations=args.iterations):
+        print(path)
+    return 0
+
+
+def cmd_trajectories(args):
+    from .figures import PICTURE_SUFFIXES, default_picture, plot_trajectories
+
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    record = read_run(args.file)  # a bad file is reported before anything is drawn
+    if args.samples > len(record.test):
+        raise UsageError(f"--samples={args.samples} exceeds the {len(record.test)} test states")
+    out = _picture_path(args.out, default_picture(args.file, f"trajectories_{args.params}.png"),
+                        PICTURE_SUFFIXES)
+    print(plot_trajectories(args.file, out, args.samples, args.params))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect,
+            "trajectories": cmd_trajectories, "plot": cmd_plot, "toy": cmd_toy,
+            "animate": cmd_animate}
+
+
+def dispatch(argv=None):
+    """Parse ``argv`` and run the command; bad input is one line on stderr and exit status 2."""
+    try:
+        args = build_parser().parse_args(argv)
+        _log_to_stderr(quiet=getattr(args, "quiet", False))
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigError, RunFileError) as err:
+        print(f"stablebptt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _log_to_stderr(quiet):
+    """Messages of the library (logger ``stablebptt``: compiling kernels, ...) as lines on stderr."""
+    log = logging.getLogger("stablebptt")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("stablebptt: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
