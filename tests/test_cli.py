@@ -23,7 +23,8 @@ def test_run_then_inspect(tmp_path):
     done = _run("run", "cartpole", *SMALL, "--mode", "combined", "--clip", "norm", "--out", str(out))
     assert done.returncode == 0, done.stderr
     files = os.listdir(out)
-    assert files == ["cartpole_p1_C_clip-norm_lr0.001_bs8_s42.h5"]
+    # settings that differ from the preset are part of the name
+    assert files == ["cartpole_p1_C_clip-norm_lr0.001_bs8_s42_n-data16_width8_steps10.h5"]
     shown = _run("inspect", str(out / files[0]), "--metrics")
     assert shown.returncode == 0, shown.stderr
     assert "status:   finished, 2 of 2 epochs" in shown.stdout

@@ -138,7 +138,7 @@ def test_cli_quantum_options_and_gradcheck(tmp_path):
                            "--epochs", "1", "--n-data", "16", "--quiet", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    record = read_run(tmp_path / "quantum_ts4_w3-1_nx16_C_clip-norm_lr0.001_bs8_s42.h5")
+    record = read_run(tmp_path / "quantum_ts4_w3-1_nx16_C_clip-norm_lr0.001_bs8_s42_n-data16_width4_steps8.h5")
     assert (record.config.target_state, record.config.weighting, record.config.nx) == (4, "3-1", 16)
     assert record.train.shape == (16, 32)
     bad = subprocess.run([sys.executable, "-m", "stablebptt", "run", "quantum", "--weighting", "2-1",

@@ -45,6 +45,7 @@ def test_skip_resume_and_worker_count_independence(tmp_path):
     partial = Trainer.new(configs[0], str(tmp_path / "two" / (configs[0].run_name() + ".h5")))
     partial.train_epoch()
     partial.save("running")
+    partial.close()  # release the run file for the sweep's worker
     two = run_sweep(configs, tmp_path / "two", workers=2, quiet=True)
     assert [o.status for o in two] == ["finished", "finished"]
     run_sweep(configs, tmp_path / "one", workers=1, quiet=True)
@@ -64,7 +65,7 @@ def test_a_diverging_run_does_not_stop_the_others(tmp_path, capsys):
                  "--steps", "10", "--out", str(tmp_path), "--workers", "2", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "2 diverged" in out
-    record = read_run(tmp_path / "cartpole_p1_R_clip-none_lr1e+38_bs8_s42.h5")
+    record = read_run(tmp_path / "cartpole_p1_R_clip-none_lr1e+38_bs8_s42_sgd_n-data16_width8_steps10.h5")
     assert record.status == "diverged" and record.attrs["diverged_epoch"] == 1
     healthy = main(["sweep", "cartpole", "--poles", "1", "--modes", "R", "--clips", "norm", "--epochs",
                     "1", "--n-data", "16", "--width", "8", "--steps", "10", "--out", str(tmp_path),

@@ -252,10 +252,10 @@ def _resume(args):
 def _run_name(text):
     """A ``--name``: a file name in the output folder (``.h5`` is added; a given one is kept)."""
     name = text[:-3] if text.endswith(".h5") else text
-    if not name or name in (".", "..") or name.startswith("."):
-        raise UsageError(f"--name {text!r} must be a plain file name (not empty, not starting with '.')")
     if any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0")):
         raise UsageError(f"--name {text!r} must not contain a folder (use --out for the folder)")
+    if not name or name.startswith("."):
+        raise UsageError(f"--name {text!r} must be a plain file name (not empty, not starting with '.')")
     if len(name) > MAX_NAME:
         raise UsageError(f"--name of {len(name)} characters is too long (at most {MAX_NAME})")
     return name

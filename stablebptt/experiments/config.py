@@ -179,7 +179,7 @@ class RunConfig:
                 extras.append(str(value).lower())
             else:
                 number = format_number(value) if isinstance(value, float) else str(value)
-                extras.append(f"{name.replace('_', '-')}{number}")
+                extras.append(f"{_NAME_KEYS.get(name, name.replace('_', '-'))}{number}")
         name = "_".join([base] + extras)
         if len(name) > MAX_NAME:
             digest = hashlib.sha1("_".join(extras).encode()).hexdigest()[:12]
@@ -188,3 +188,4 @@ class RunConfig:
 
 
 _IN_BASE = ("task", "mode", "clip", "lr", "batch_size", "seed")
+_NAME_KEYS = {"n_steps": "steps"}  # as the command-line option

@@ -200,7 +200,7 @@ def read_run(path):
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        if "lock" in str(err).lower():
+        if "unable to lock" in str(err).lower():
             raise RunFileError(f"run file is locked: another program has it open for writing: "
                                f"{path}") from None
         raise RunFileError(f"not a readable HDF5 file: {path}") from None
