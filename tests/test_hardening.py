@@ -477,3 +477,14 @@ def test_engine_runs_on_one_blas_thread_and_restores_the_callers_setting():
     assert inside and set(inside) == {1}
     assert set(after) == {2}
 
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """Ctrl-C while the command starts (imports, kernels) ends it without a traceback."""
+    for delay in (0.2, 1.0):
+        run = _start("run", "cartpole", *TINY, "--epochs", "1000", "--out", str(tmp_path / str(delay)))
+        time.sleep(delay)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode in (130, -signal.SIGINT), err
+        assert "Traceback" not in err and len(err.splitlines()) <= 2, err

@@ -227,6 +227,12 @@ class Problem:
         self._buffers = {}
         self._kernels = {}
 
+    def compile(self, dtype):
+        """Compile (or load from Numba's cache) every kernel ``dtype`` needs, now rather than on
+        the first gradient; a long first compilation is announced on the ``stablebptt`` log."""
+        self._kernels_for(dtype)
+        return self
+
     def _kernels_for(self, dtype):
         """The seven contract kernels compiled for ``dtype``, as the engine's function arguments.
 

@@ -569,7 +569,7 @@ _KERNELS = {}
 
 
 class CudaProblem:
-    """The GPU counterpart of :class:`~stablebptt.adjoint.Problem` (cart-pole with an MLP).
+    """The GPU counterpart of :class:`~stablebptt.adjoint.Problem` (every simulator, MLP or CNN).
 
     ``gradient`` and ``losses`` have the CPU engine's meaning and return the same types.
     """
@@ -639,6 +639,10 @@ class CudaProblem:
         blocks = (out.shape[0] + self.THREADS - 1) // self.THREADS
         _sum_rows[blocks, self.THREADS](per_thread, out)
         return out.copy_to_host()
+
+    def compile(self, dtype):
+        """Nothing to prepare: CUDA kernels compile at their first launch."""
+        return self
 
     def losses(self, theta, x0):
         physics, reg, _ = self._launch(theta, x0, None)

@@ -202,6 +202,8 @@ def cmd_run(args):
             raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
         _writable_folder(out)
         trainer = Trainer.new(config, path, overwrite=args.overwrite)
+    # compile first: a first Ctrl-C then means "stop after this update" at once
+    trainer.task.problem.compile(trainer.config.dtype)
     try:
         with stop_requests(f"stopping {trainer.path} after the current update") as stop:
             metrics = trainer.run(quiet=args.quiet, stop=stop)
