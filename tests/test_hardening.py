@@ -420,12 +420,18 @@ SWEEP = ["sweep", "cartpole", "--poles", "1,2", "--modes", "R,C", "--clips", "no
          *SLOW]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_stops_a_sweep_and_repeating_it_continues(tmp_path):
-    folder = tmp_path / "sweep"
+def _start_sweep(folder):
+    """A sweep of four long runs on two workers, once both workers train."""
     sweep = _start(*SWEEP, "--epochs", "100000", "--out", str(folder))
     _wait_for(lambda: len([p for p in folder.glob("*.h5") if _epochs_in(p) >= 1]) == 2,
               what="two running runs")
+    return sweep
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_a_sweep_and_repeating_it_continues(tmp_path):
+    folder = tmp_path / "sweep"
+    sweep = _start_sweep(folder)
     workers = _children(sweep.pid)
     sweep.send_signal(signal.SIGINT)
     out, err = sweep.communicate(timeout=30)
@@ -448,9 +454,7 @@ def test_ctrl_c_stops_a_sweep_and_repeating_it_continues(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_a_sweep_leaves_no_orphan_workers(tmp_path):
     folder = tmp_path / "sweep"
-    sweep = _start(*SWEEP, "--epochs", "100000", "--out", str(folder))
-    _wait_for(lambda: len([p for p in folder.glob("*.h5") if _epochs_in(p) >= 1]) == 2,
-              what="two running runs")
+    sweep = _start_sweep(folder)
     workers = [p for p in _children(sweep.pid) if _alive(p)]
     assert len(workers) >= 2
     sweep.kill()
