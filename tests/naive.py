@@ -51,6 +51,52 @@ def keras_adam(theta, grads, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
     return theta
 
 
+def keras_clip(g, mode, c):
+    """Keras 2.9's clipvalue (component-wise) and global_clipnorm (one norm over all weights)."""
+    if mode == "value":
+        return np.minimum(np.maximum(g, -c), c)
+    if mode == "norm":
+        norm = np.sqrt(np.sum(g * g))
+        return g * c / max(norm, c)
+    return g
+
+
+def keras_adagrad(theta, grads, lr=1e-3, initial_accumulator_value=0.1, epsilon=1e-7, clip=None, c=1.0):
+    """Keras 2.9 Adagrad (ResourceApplyAdagradV2) over a list of gradients, in float64."""
+    theta = np.array(theta, dtype=np.float64)
+    accum = np.full_like(theta, initial_accumulator_value)
+    for g in grads:
+        g = keras_clip(g, clip, c)
+        accum = accum + g * g
+        theta = theta - lr * g / (np.sqrt(accum) + epsilon)
+    return theta
+
+
+def keras_adadelta(theta, grads, lr=1e-3, rho=0.95, epsilon=1e-7, clip=None, c=1.0):
+    """Keras 2.9 Adadelta (ResourceApplyAdadelta) over a list of gradients, in float64."""
+    theta = np.array(theta, dtype=np.float64)
+    accum = np.zeros_like(theta)
+    accum_update = np.zeros_like(theta)
+    for g in grads:
+        g = keras_clip(g, clip, c)
+        accum = rho * accum + (1 - rho) * g * g
+        update = np.sqrt(accum_update + epsilon) / np.sqrt(accum + epsilon) * g
+        accum_update = rho * accum_update + (1 - rho) * update * update
+        theta = theta - lr * update
+    return theta
+
+
+def keras_rmsprop(theta, grads, lr=1e-3, rho=0.9, epsilon=1e-7, clip=None, c=1.0):
+    """Keras 2.9 RMSprop without momentum, not centred (its Python update), in float64."""
+    theta = np.array(theta, dtype=np.float64)
+    rms = np.zeros_like(theta)
+    for g in grads:
+        g = keras_clip(g, clip, c)
+        rms = rho * rms + (1 - rho) * g * g
+        theta = theta - lr * g / (np.sqrt(rms) + epsilon)
+    return theta
+
+
 def guidance_step(state, control, n_drivers, dt, eps=0.1, c_evade=15.0, c_fric_ev=4.0,
                   c_flock=0.2, d_flock=0.5, c_spread=0.2, c_fric_dr=1.0):
     """The reference's driver-evader Euler step, one pair at a time.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from stablebptt.experiments.optim import SGD, Adam, clip_gradient
+from stablebptt.experiments import ConfigError, Trainer, preset, read_run
+from stablebptt.experiments.optim import SGD, Adam, clip_gradient, make_optimizer, state_arrays
 
 import naive
 
@@ -74,3 +75,79 @@ def test_clip_rejects_bad_settings():
         clip_gradient(np.ones(2), "sideways")
     with pytest.raises(ValueError, match="-1"):
         clip_gradient(np.ones(2), "norm", -1)
+
+
+KERAS = {"adagrad": naive.keras_adagrad, "adadelta": naive.keras_adadelta,
+         "rmsprop": naive.keras_rmsprop}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS))
+@pytest.mark.parametrize("clip", ["none", "value", "norm"])
+def test_adaptive_optimisers_match_keras_2_9(name, clip, rng):
+    """Several steps against a transcription of Keras 2.9's update equations (defaults, lr 0.01),
+    with gradients large enough for both clipping modes to act."""
+    grads = [3.0 * rng.standard_normal(7) for _ in range(25)]
+    theta = rng.standard_normal(7)
+    expected = KERAS[name](theta, grads, lr=0.01, clip=None if clip == "none" else clip, c=1.0)
+    optimizer = make_optimizer(name, 0.01)
+    state = optimizer.init(theta)
+    for g in grads:
+        optimizer.update(theta, clip_gradient(g, clip, 1.0), state)
+    np.testing.assert_allclose(theta, expected, rtol=1e-13, atol=1e-15)
+    assert state.step == 25
+
+
+@pytest.mark.parametrize("name", sorted(KERAS))
+def test_adaptive_optimisers_keras_defaults_and_float32(name, rng):
+    optimizer = make_optimizer(name, 1e-3)
+    assert optimizer.epsilon == 1e-7
+    defaults = {"adagrad": ("initial_accumulator", 0.1), "adadelta": ("rho", 0.95),
+                "rmsprop": ("rho", 0.9)}
+    field, value = defaults[name]
+    assert getattr(optimizer, field) == value
+    theta = rng.standard_normal(5).astype(np.float32)
+    state = optimizer.init(theta)
+    optimizer.update(theta, rng.standard_normal(5).astype(np.float32), state)
+    assert theta.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in state_arrays(state).values())
+
+
+def test_momentum_is_for_sgd_only():
+    with pytest.raises(ValueError, match="sgd only"):
+        make_optimizer("rmsprop", 1e-3, momentum=0.9)
+    with pytest.raises(ConfigError, match="momentum=0.9 applies to the sgd optimizer only"):
+        preset("cartpole", optimizer="adam", momentum=0.9)
+    assert preset("cartpole", optimizer="sgd", momentum=0.9).momentum == 0.9
+
+
+@pytest.mark.parametrize("name,momentum", [("sgd", 0.9), ("adagrad", 0.0), ("adadelta", 0.0),
+                                           ("rmsprop", 0.0)])
+def test_resume_is_bit_identical_for_every_optimiser(name, momentum, tmp_path):
+    settings = dict(poles=1, width=8, n_steps=10, n_data=16, batch_size=4, checkpoint_every=1,
+                    zero_last=False, mode="C", clip="norm", optimizer=name, momentum=momentum,
+                    lr=0.01)
+    full = Trainer.new(preset("cartpole", epochs=4, **settings), tmp_path / "full.h5")
+    full.run(quiet=True)
+    part = Trainer.new(preset("cartpole", epochs=2, **settings), tmp_path / "part.h5")
+    part.run(quiet=True)
+    resumed = Trainer.resume(tmp_path / "part.h5", epochs=4)
+    assert resumed.opt_state.step == 8
+    resumed.run(quiet=True)
+    a, b = read_run(tmp_path / "full.h5"), read_run(tmp_path / "part.h5")
+    np.testing.assert_array_equal(a.checkpoint.theta, b.checkpoint.theta)
+    assert a.checkpoint.optimizer_arrays.keys() == b.checkpoint.optimizer_arrays.keys()
+    for key, value in a.checkpoint.optimizer_arrays.items():
+        np.testing.assert_array_equal(b.checkpoint.optimizer_arrays[key], value)
+    np.testing.assert_array_equal(a.metrics["test_loss"], b.metrics["test_loss"])
+    assert name in a.config.run_name()
+
+
+def test_sweep_optimiser_axis():
+    from stablebptt.experiments.sweep import expand_grid
+
+    configs = expand_grid("cartpole", {"optimizer": ["adam", "rmsprop", "adagrad"], "mode": ["R", "C"],
+                                       "clip": ["norm"]}, poles=3)
+    assert len(configs) == 6
+    names = {c.run_name() for c in configs}
+    assert "cartpole_p3_C_clip-norm_lr0.001_bs8_s42_rmsprop" in names
+    assert "cartpole_p3_C_clip-norm_lr0.001_bs8_s42" in names  # adam is the preset's

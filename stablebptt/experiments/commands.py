@@ -65,6 +65,8 @@ def _add_sweep_options(p):
     p.add_argument("--target-states", dest="target_state", type=_int_list,
                    help="quantum: target eigenstates (default 3,4,5)")
     p.add_argument("--seeds", type=_int_list, help="one run per seed for every grid point (default: 42)")
+    p.add_argument("--optimizers", type=_str_list,
+                   help="an optimiser axis, e.g. adam,rmsprop,adagrad (default: --optimizer's one)")
     _add_settings(p)
     p.add_argument("--out", help="sweep folder (default sweeps/TASK)")
     p.add_argument("--workers", type=int, help="worker processes on this machine (default: the cores)")
@@ -101,7 +103,8 @@ def _add_settings(p):
     p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
                    help="guidance: the point the evaders are herded to (default 0 0)")
     p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
-    p.add_argument("--optimizer", help="adam or sgd (default adam)")
+    p.add_argument("--optimizer", help="adam (default), sgd, adagrad, adadelta or rmsprop, with "
+                   "Keras 2.9's update rules and defaults")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     p.add_argument("--batch-size", type=int, help="batch size (default 8)")
@@ -267,6 +270,10 @@ def cmd_sweep(args):
     from .sweep import expand_grid, run_sweep
 
     axes = {k: getattr(args, k) for k in _SWEEP_AXES if getattr(args, k) is not None}
+    if args.optimizers is not None:
+        if args.optimizer is not None:
+            raise UsageError("give --optimizer (one for all runs) or --optimizers (an axis), not both")
+        axes["optimizer"] = args.optimizers
     configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS))
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")

@@ -113,6 +113,8 @@ class RunConfig:
             ("n_steps", self.n_steps >= 1, "must be >= 1"),
             ("clip_value", self.clip_value > 0, "must be > 0"),
             ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)"),
+            ("momentum", self.momentum == 0 or str(self.optimizer).lower() == "sgd",
+             f"applies to the sgd optimizer only, not {self.optimizer!r}"),
             ("checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"),
             ("clip", str(self.clip).lower() in CLIP_MODES, f"must be one of {', '.join(CLIP_MODES)}"),
             ("optimizer", str(self.optimizer).lower() in OPTIMIZERS,

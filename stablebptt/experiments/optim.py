@@ -5,6 +5,14 @@ Semantics are Keras 2.9's (``optimizer_v2``), which the reference ran:
 - Adam: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
   ``theta -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)`` with ``eps = 1e-7``.
 - SGD: ``u = momentum u - lr g``, ``theta += u`` (plain ``theta -= lr g`` without momentum).
+- Adagrad: ``a += g^2`` from ``a = 0.1``, ``theta -= lr g / (sqrt(a) + eps)``.
+- Adadelta: ``a = rho a + (1-rho) g^2``, ``u = sqrt(d + eps) / sqrt(a + eps) g``,
+  ``d = rho d + (1-rho) u^2``, ``theta -= lr u`` (``rho = 0.95``).
+- RMSprop: ``r = rho r + (1-rho) g^2``, ``theta -= lr g / (sqrt(r) + eps)`` (``rho = 0.9``, no
+  momentum, not centred: the Keras defaults the reference ran).
+
+Every optimiser takes the learning rate it is given (the reference passed its ``--lr``, default
+1e-3, to each of them; 1e-3 is also each one's Keras default) and ``eps = 1e-7``.
 - Clipping by value: each component to ``[-c, c]``; by norm: Keras ``global_clipnorm``,
   ``g * c / max(|g|_2, c)`` over the whole flat gradient.
 
@@ -90,18 +98,99 @@ class SGD:
         return state
 
 
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+@dataclass
+class AdagradState:
+    step: int
+    accumulator: np.ndarray
+
+
+@dataclass
+class Adagrad:
+    lr: float = 1e-3
+    initial_accumulator: float = 0.1
+    epsilon: float = 1e-7
+
+    def init(self, theta):
+        return AdagradState(0, np.full_like(theta, self.initial_accumulator))
+
+    def update(self, theta, grad, state):
+        state.step += 1
+        dtype = theta.dtype.type
+        state.accumulator += grad * grad
+        theta -= dtype(self.lr) * grad / (np.sqrt(state.accumulator) + dtype(self.epsilon))
+        return state
+
+
+@dataclass
+class AdadeltaState:
+    step: int
+    accumulator: np.ndarray
+    update_accumulator: np.ndarray
+
+
+@dataclass
+class Adadelta:
+    lr: float = 1e-3
+    rho: float = 0.95
+    epsilon: float = 1e-7
+
+    def init(self, theta):
+        return AdadeltaState(0, np.zeros_like(theta), np.zeros_like(theta))
+
+    def update(self, theta, grad, state):
+        state.step += 1
+        dtype = theta.dtype.type
+        rho, eps = dtype(self.rho), dtype(self.epsilon)
+        state.accumulator *= rho
+        state.accumulator += dtype(1.0 - self.rho) * grad * grad
+        step = np.sqrt(state.update_accumulator + eps) / np.sqrt(state.accumulator + eps) * grad
+        state.update_accumulator *= rho
+        state.update_accumulator += dtype(1.0 - self.rho) * step * step
+        theta -= dtype(self.lr) * step
+        return state
+
+
+@dataclass
+class RMSpropState:
+    step: int
+    rms: np.ndarray
+
+
+@dataclass
+class RMSprop:
+    lr: float = 1e-3
+    rho: float = 0.9
+    epsilon: float = 1e-7
+
+    def init(self, theta):
+        return RMSpropState(0, np.zeros_like(theta))
+
+    def update(self, theta, grad, state):
+        state.step += 1
+        dtype = theta.dtype.type
+        state.rms *= dtype(self.rho)
+        state.rms += dtype(1.0 - self.rho) * grad * grad
+        theta -= dtype(self.lr) * grad / (np.sqrt(state.rms) + dtype(self.epsilon))
+        return state
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD, "adagrad": Adagrad, "adadelta": Adadelta,
+              "rmsprop": RMSprop}
 
 
 def make_optimizer(name, lr, momentum=0.0):
+    """An optimiser by name (``adam``, ``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``);
+    ``momentum`` is SGD's (the reference's SGDMOM080/090/095 are ``sgd`` with 0.8/0.9/0.95)."""
     name = str(name).lower()
     if not lr > 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
-    if name == "adam":
-        return Adam(lr=lr)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: use {', '.join(OPTIMIZERS)}")
     if name == "sgd":
         return SGD(lr=lr, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}: use adam or sgd")
+    if momentum:
+        raise ValueError(f"momentum={momentum} applies to sgd only, not {name}")
+    return OPTIMIZERS[name](lr=lr)
 
 
 def state_arrays(state):
