@@ -93,3 +93,41 @@ def test_animation(task, tmp_path):
         # one frame per state; Pillow merges identical neighbours (guidance starts at rest)
         assert config.n_steps <= gif.n_frames <= config.n_steps + 1
     assert main(["animate", str(tmp_path / "run.h5"), "--sample", "16"]) == 2
+
+
+def test_figure3_style_plain_ticks_and_the_papers_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stablebptt.experiments.paper import PANELS, PAPER_YRANGE, _paper_range, _plain_log_ticks
+
+    assert PANELS["guidance"][1].format(0.01) == "Regularization: 0.01"
+    fig, (inside, outside, wide) = plt.subplots(1, 3)
+    for ax, top in ((inside, 3.0), (outside, 9.0)):
+        ax.plot([1, 2, 3], [0.6, 1.5, top])
+        ax.set_yscale("log")
+        _paper_range(ax, PAPER_YRANGE["guidance"])
+        _plain_log_ticks(ax)
+    assert inside.get_ylim() == (0.4, 6.0)
+    assert outside.get_ylim() != (0.4, 6.0)  # a curve outside the paper's range keeps the data's
+    fig.canvas.draw()
+    labels = [t.get_text() for t in inside.get_yticklabels() if t.get_text()]
+    assert {"0.5", "0.7", "1", "2", "3", "5"} <= set(labels), labels
+    wide.plot([1, 2], [1e-5, 1.0])
+    wide.set_yscale("log")
+    _plain_log_ticks(wide)  # five decades: matplotlib's own decade labels stay
+    fig.canvas.draw()
+    assert "0.7" not in [t.get_text() for t in wide.get_yticklabels()]
+    plt.close(fig)
+
+
+def test_guidance_preset_runs_past_the_scripts_ten_epochs():
+    from stablebptt.experiments.presets import PRESET_HELP
+    from stablebptt.experiments.sweep import expand_grid
+
+    assert preset("guidance").epochs == 400
+    assert all(c.epochs == 400 for c in expand_grid("guidance"))
+    assert "ep=10" in PRESET_HELP["guidance"] and "--epochs 10" in PRESET_HELP["guidance"]
+    assert preset("guidance", epochs=10).run_name() == preset("guidance").run_name()

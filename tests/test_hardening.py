@@ -125,6 +125,8 @@ BAD_OTHER = [
     (["sweep", "cartpole", "--log-every", "0"], "--log-every"),
     (["sweep", "guidance", "--poles", "2"], "poles=2 does not apply"),
     (["sweep", "pendulum"], "'pendulum'"),
+    (["sweep", "cartpole", "--optimizer", "sgd", "--optimizers", "adam"], "not both"),
+    (["run", "cartpole", "--optimizer", "rmsprop", "--momentum", "0.9"], "sgd optimizer only"),
     (["gradcheck", "pendulum"], "'pendulum'"),
     (["inspect", "nope.h5"], "no such run file"),
     (["plot", "nowhere"], "no such folder"),

@@ -14,8 +14,10 @@ MODE_COLOURS = {"R": "#ef476f", "M": "#ffd166", "C": "#06d6a0", "S": "#073b4c", 
 CLIP_STYLES = {"norm": "-", "value": "--", "none": ":"}
 SMOOTHING = 30
 # the panel axis of each task's figure: (config field, panel title)
-PANELS = {"cartpole": ("poles", "{} pole(s)"), "guidance": ("rho", "rho = {:g}"),
+PANELS = {"cartpole": ("poles", "{} pole(s)"), "guidance": ("rho", "Regularization: {:g}"),
           "quantum": ("target_state", "target state {}")}
+# the paper's y-range of a figure, used where every plotted curve fits in it (Figure 3: 0.4-6)
+PAPER_YRANGE = {"guidance": (0.4, 6.0)}
 FIGURE_NAMES = {"guidance": "figure3_guidance", "cartpole": "figure4_cartpole",
                 "quantum": "figure5_quantum"}
 
@@ -98,6 +100,8 @@ def paper_figures(records, out_folder, window=SMOOTHING):
                     _curve(ax, r, "test_loss", window, lw=1.2)
             ax.set_title(title.format(value), fontsize=10)
             ax.set_yscale("log")
+            _paper_range(ax, PAPER_YRANGE.get(task))
+            _plain_log_ticks(ax)
             ax.set_xlabel("epoch", fontsize=8)
             longest = max(r.epochs_done for r in group if getattr(r.config, field) == value)
             ax.set_ylabel(f"test loss (smoothed over {max(1, min(window, longest // 3))})", fontsize=8)
@@ -125,6 +129,27 @@ def paper_figures(records, out_folder, window=SMOOTHING):
             written.append(f"{stem}.{ext}")
         plt.close(fig)
     return written
+
+
+def _paper_range(ax, yrange):
+    """Use the paper's y-range when every curve drawn on ``ax`` lies inside it."""
+    values = [v for line in ax.get_lines() for v in np.asarray(line.get_ydata(), float).ravel()]
+    values = np.asarray(values)[np.isfinite(values)] if values else np.zeros(0)
+    if yrange is not None and len(values) and yrange[0] <= values.min() and values.max() <= yrange[1]:
+        ax.set_ylim(*yrange)
+
+
+def _plain_log_ticks(ax):
+    """Tick labels 0.5, 0.7, 1, 2, 3, 5 instead of 5x10^-1 ... on a log axis of at most two
+    decades (the paper's Figure 3); wider axes keep matplotlib's decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = ax.get_ylim()
+    if not (low > 0 and high / low <= 100):
+        return
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _curve(ax, record, metric, window, lw):
