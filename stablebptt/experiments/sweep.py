@@ -208,16 +208,21 @@ class SweepDisplay:
 
     def _status(self):
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        runs = " | ".join(f"{n[:28]} {e}/{t}" for n, (e, t) in list(self.running.items())[:3])
+        eta = f"{elapsed / self.done * (self.total - self.done):.0f}s" if self.done else "?"
+        runs = " | ".join(f"{_short(n)} {e}/{t}" for n, (e, t) in list(self.running.items())[:3])
         return (f"sweep {self.done}/{self.total} done, {self.failed} failed, {elapsed:.0f}s, "
-                f"ETA {eta:.0f}s | {runs}")
+                f"ETA {eta} | {runs}")
 
     def _draw(self):
         if self.quiet:
             return
         self.stream.write("\r" + self._status()[:160].ljust(120))
         self.stream.flush()
+
+
+def _short(name, width=36):
+    """A run name cut in the middle: runs of a sweep share their beginning, not their end."""
+    return name if len(name) <= width else name[:14] + ".." + name[-(width - 16):]
 
 
 def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False, log_every=30.0):
