@@ -11,7 +11,8 @@ def main(argv=None):
 
         return commands.dispatch(argv)
     except KeyboardInterrupt:
-        print("stablebptt: interrupted", file=sys.stderr)
+        print("stablebptt: interrupted; every file written so far is complete (run files "
+              "resume from their last checkpoint)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. head: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
