@@ -460,13 +460,16 @@ def test_killing_a_sweep_leaves_no_orphan_workers(tmp_path):
     workers = [p for p in _children(sweep.pid) if _alive(p)]
     assert len(workers) >= 2
     sweep.kill()
-    sweep.communicate()
+    # the pipes close when the last worker holding them ends: a timeout here is an orphan
+    sweep.communicate(timeout=60)
     _wait_for(lambda: not any(_alive(p) for p in workers), timeout=10, what="the workers to die")
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.h5")}
     time.sleep(0.5)
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*.h5")} == stamps  # nobody writes
     for path in stamps:
         assert read_run(path).status == "running"
+    # the workers ended cleanly: no half-written temporary file, no lock left behind
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in stamps)
 
 
 # ---- 1: the same numbers whatever the caller's BLAS threads -----------------------------------

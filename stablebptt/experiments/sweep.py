@@ -74,22 +74,42 @@ _worker_stop = None
 
 def _init_worker(progress, stop, parent_pid):
     """Worker set-up: report to ``progress``, stop when ``stop`` is set, ignore Ctrl-C (the parent
-    decides), and die with the parent."""
+    decides), end cleanly on SIGTERM, and die with the parent."""
     global _worker_progress, _worker_stop
     _worker_progress, _worker_stop = progress, stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _die_with_parent(parent_pid)
 
 
+_terminating = False  # SIGTERM came: stop the run in progress at its next update, then exit
+_running = False
+
+
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM in a worker: an idle worker exits at once; a run in progress stops at its next
+    update like an interrupted one (completed epochs saved, lock released), then the worker
+    exits (see :func:`run_one`). No exception is raised here: one raised inside library code
+    can be swallowed, and the worker would train on as an orphan."""
+    global _terminating
+    _terminating = True
+    # progress not yet sent is dropped: waiting to send it to a parent that is gone would keep
+    # this process alive for ever
+    if _worker_progress is not None:
+        _worker_progress.cancel_join_thread()
+    if not _running:
+        os._exit(128 + signum)
+
+
 def _die_with_parent(parent_pid):
-    """End this process when ``parent_pid`` ends: the kernel's parent-death signal on Linux, a
-    watchdog thread elsewhere. Either way no worker outlives a killed sweep."""
+    """SIGTERM to this process when ``parent_pid`` ends: the kernel's parent-death signal on
+    Linux, a watchdog thread elsewhere. Either way no worker outlives a killed sweep."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
                 if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                    os._exit(1)
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return
         except (OSError, AttributeError):
             pass
@@ -97,7 +117,7 @@ def _die_with_parent(parent_pid):
     def watch():
         while os.getppid() == parent_pid:
             time.sleep(1.0)
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -109,12 +129,23 @@ def run_one(config_values, folder, progress=None, stop=None):
     event) ends the run at the next update with its completed epochs saved. In worker processes
     both default to the ones the worker was started with.
     """
-    from .training import Diverged, Interrupted, Trainer
-
+    global _running
     progress = _worker_progress if progress is None else progress
     stop = _worker_stop if stop is None else stop
     if stop is not None and stop.is_set():
         return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
+    _running = True
+    try:
+        return _run_one(config_values, folder, progress,
+                        lambda: _terminating or (stop is not None and stop.is_set()))
+    finally:
+        _running = False
+        if _terminating:
+            os._exit(128 + signal.SIGTERM)
+
+
+def _run_one(config_values, folder, progress, stop):
+    from .training import Diverged, Interrupted, Trainer
 
     config = RunConfig.from_dict(config_values)
     name = config.run_name()
@@ -137,8 +168,7 @@ def run_one(config_values, folder, progress=None, stop=None):
             if progress is not None:
                 progress.put((name, epoch, config.epochs))
 
-        metrics = trainer.run(quiet=True, on_epoch=report,
-                              stop=None if stop is None else stop.is_set)
+        metrics = trainer.run(quiet=True, on_epoch=report, stop=stop)
         return RunOutcome(name, "finished", "", metrics["test_loss"][-1])
     except Diverged as err:
         return RunOutcome(name, "diverged", str(err))
