@@ -69,6 +69,8 @@ def time_epochs(configs, repeats, folder):
             t0 = time.perf_counter()
             trainer.train_epoch()
             times[key].append(time.perf_counter() - t0)
+    for trainer in trainers.values():
+        trainer.close()
     return {key: min(t) for key, t in times.items()}
 
 
@@ -78,7 +80,7 @@ def first_epoch_seconds(task):
             "from stablebptt.experiments import Trainer, preset;"
             "import os, tempfile; d=tempfile.mkdtemp(); p=os.path.join(d, 'run.h5');"
             f"tr=Trainer.new(preset('{task}', mode='R', epochs=1), p);"
-            "tr.train_epoch();"
+            "tr.train_epoch(); tr.close();"
             "print(time.perf_counter()-t); os.remove(p); os.rmdir(d)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     start = time.perf_counter()

@@ -114,3 +114,16 @@ def test_learning_one_pole_combined(tmp_path):
     test = record.metrics["test_loss"]
     assert test[-1] < 0.7 * test[0], test
     assert np.all(np.diff(test[:4]) < 0), test
+
+
+def test_a_trainer_holds_its_run_file_until_closed(tmp_path):
+    from stablebptt.experiments import RunFileError
+
+    config = preset("cartpole", **TINY)
+    with Trainer.new(config, tmp_path / "run.h5") as trainer:
+        trainer.train_epoch()
+        with pytest.raises(RunFileError, match="being written by another process"):
+            Trainer.resume(tmp_path / "run.h5")  # refused while the first holds it ...
+        assert (tmp_path / "run.h5.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]  # ... lock gone after close
+    Trainer.resume(tmp_path / "run.h5").close()

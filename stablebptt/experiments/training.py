@@ -166,6 +166,12 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @property
     def finished(self):
         return self.epoch >= self.config.epochs
