@@ -497,3 +497,4 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
         _, err = run.communicate(timeout=60)
         assert run.returncode in (130, -signal.SIGINT), err
         assert "Traceback" not in err and len(err.splitlines()) <= 2, err
+        assert not list((tmp_path / str(delay)).glob("*.lock"))

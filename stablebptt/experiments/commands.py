@@ -205,18 +205,19 @@ def cmd_run(args):
             raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
         _writable_folder(out)
         trainer = Trainer.new(config, path, overwrite=args.overwrite)
-    # compile first: a first Ctrl-C then means "stop after this update" at once
-    trainer.task.problem.compile(trainer.config.dtype)
-    try:
-        with stop_requests(f"stopping {trainer.path} after the current update") as stop:
-            metrics = trainer.run(quiet=args.quiet, stop=stop)
-    except Diverged as err:
-        print(f"stablebptt: {err}; the file is kept and marked diverged", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"stablebptt: interrupted: {err}; continue with: stablebptt run --resume "
-              f"{trainer.path}", file=sys.stderr)
-        return 130
+    with trainer:  # the run file's lock is released however this ends
+        try:
+            # compile first: a first Ctrl-C then means "stop after this update" at once
+            trainer.task.problem.compile(trainer.config.dtype)
+            with stop_requests(f"stopping {trainer.path} after the current update") as stop:
+                metrics = trainer.run(quiet=args.quiet, stop=stop)
+        except Diverged as err:
+            print(f"stablebptt: {err}; the file is kept and marked diverged", file=sys.stderr)
+            return 1
+        except Interrupted as err:
+            print(f"stablebptt: interrupted: {err}; continue with: stablebptt run --resume "
+                  f"{trainer.path}", file=sys.stderr)
+            return 130
     print(f"{trainer.path}: {trainer.epoch} epochs, final test loss {metrics['test_loss'][-1]:.6g}")
     return 0
 
