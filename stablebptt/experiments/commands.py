@@ -200,11 +200,8 @@ def cmd_run(args):
         config = preset(args.task, **_settings(args, _CONFIG_OPTIONS))
         name = _run_name(args.name) if args.name is not None else config.run_name()
         out = args.out or "runs"
-        path = os.path.join(out, name + ".h5")
-        if os.path.exists(path) and not args.overwrite:
-            raise UsageError(f"run file exists: {path} (continue it with --resume, or --overwrite)")
         _writable_folder(out)
-        trainer = Trainer.new(config, path, overwrite=args.overwrite)
+        trainer = Trainer.new(config, os.path.join(out, name + ".h5"), overwrite=args.overwrite)
     with trainer:  # the run file's lock is released however this ends
         try:
             # compile first: a first Ctrl-C then means "stop after this update" at once
@@ -232,7 +229,25 @@ def _resume(args):
     for flag, given in (("--out", args.out), ("--name", args.name), ("--overwrite", args.overwrite)):
         if given:
             raise UsageError(f"{flag} does not apply to --resume (the run stays in its file)")
-    stored = read_run(args.resume).config
+    trainer = Trainer.resume(args.resume, epochs=args.epochs)
+    try:
+        _check_unchanged(args, trainer.config)
+    except (UsageError, ConfigError):
+        trainer.close()
+        raise
+    if trainer.status == "diverged":
+        trainer.close()
+        raise UsageError(f"{args.resume} diverged at epoch {trainer.epoch}; it cannot be resumed")
+    if trainer.finished:
+        trainer.close()
+        print(f"{args.resume}: already finished ({trainer.epoch} epochs)")
+        return None
+    print(f"resuming {args.resume} at epoch {trainer.epoch} of {trainer.config.epochs}")
+    return trainer
+
+
+def _check_unchanged(args, stored):
+    """:class:`UsageError` when an option given with ``--resume`` differs from the run's file."""
     if args.task is not None and args.task != stored.task:
         raise UsageError(f"task {args.task!r} conflicts with the run file's task {stored.task!r}")
     given = _settings(args, _CONFIG_OPTIONS)
@@ -243,16 +258,6 @@ def _resume(args):
             raise UsageError(f"{key}={getattr(wanted, key)!r} conflicts with the run file's "
                              f"{key}={getattr(stored, key)!r}; only --epochs can change a run "
                              "being resumed")
-    trainer = Trainer.resume(args.resume, epochs=args.epochs)
-    if trainer.status == "diverged":
-        trainer.close()
-        raise UsageError(f"{args.resume} diverged at epoch {trainer.epoch}; it cannot be resumed")
-    if trainer.finished:
-        trainer.close()
-        print(f"{args.resume}: already finished ({trainer.epoch} epochs)")
-        return None
-    print(f"resuming {args.resume} at epoch {trainer.epoch} of {trainer.config.epochs}")
-    return trainer
 
 
 def _run_name(text):

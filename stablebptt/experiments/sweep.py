@@ -133,7 +133,7 @@ def run_one(config_values, folder, progress=None, stop=None):
     progress = _worker_progress if progress is None else progress
     stop = _worker_stop if stop is None else stop
     if stop is not None and stop.is_set():
-        return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
+        return _not_started(config_values)
     _running = True
     try:
         return _run_one(config_values, folder, progress,
@@ -306,18 +306,17 @@ def _run_in_processes(values, folder, workers, display):
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    seen = {o.name for o in outcomes}
-    for future, v in futures.items():  # runs cancelled before they started
-        name = RunConfig.from_dict(v).run_name()
-        if name not in seen:
-            outcomes.append(RunOutcome(name, "not started"))
     return outcomes
 
 
 def _outcome(future, config_values):
-    if future.cancelled():
-        return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
-    return future.result()
+    """The outcome of a finished future; a cancelled one (``wait`` counts it as done) was never
+    started."""
+    return _not_started(config_values) if future.cancelled() else future.result()
+
+
+def _not_started(config_values):
+    return RunOutcome(RunConfig.from_dict(config_values).run_name(), "not started")
 
 
 def _drain(progress, display):
