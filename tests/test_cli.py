@@ -36,7 +36,7 @@ def test_run_then_inspect(tmp_path):
 def test_gradcheck_toy_passes():
     done = _run("gradcheck", "toy")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "0 failed" in done.stdout and "toy mode R vs closed form" in done.stdout
+    assert "0 failed" in done.stdout and "toy: mode R vs closed form" in done.stdout
 
 
 BAD = [

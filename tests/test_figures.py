@@ -101,14 +101,17 @@ def test_figure3_style_plain_ticks_and_the_papers_range():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stablebptt.experiments.paper import PANELS, PAPER_YRANGE, _paper_range, _plain_log_ticks
+    from stablebptt.experiments.paper import _paper_range, _plain_log_ticks
+    from stablebptt.tasks import get_task
 
-    assert PANELS["guidance"][1].format(0.01) == "Regularization: 0.01"
+    guidance = get_task("guidance")
+    assert guidance.panel_setting() == "rho"
+    assert guidance.panel_title.format(0.01) == "Regularization: 0.01"
     fig, (inside, outside, wide) = plt.subplots(1, 3)
     for ax, top in ((inside, 3.0), (outside, 9.0)):
         ax.plot([1, 2, 3], [0.6, 1.5, top])
         ax.set_yscale("log")
-        _paper_range(ax, PAPER_YRANGE["guidance"])
+        _paper_range(ax, guidance.figure_yrange)
         _plain_log_ticks(ax)
     assert inside.get_ylim() == (0.4, 6.0)
     assert outside.get_ylim() != (0.4, 6.0)  # a curve outside the paper's range keeps the data's
@@ -124,10 +127,11 @@ def test_figure3_style_plain_ticks_and_the_papers_range():
 
 
 def test_guidance_preset_runs_past_the_scripts_ten_epochs():
-    from stablebptt.experiments.presets import PRESET_HELP
     from stablebptt.experiments.sweep import expand_grid
+    from stablebptt.tasks import get_task
 
     assert preset("guidance").epochs == 400
     assert all(c.epochs == 400 for c in expand_grid("guidance"))
-    assert "ep=10" in PRESET_HELP["guidance"] and "--epochs 10" in PRESET_HELP["guidance"]
+    help_text = get_task("guidance").description
+    assert "ep=10" in help_text and "--epochs 10" in help_text
     assert preset("guidance", epochs=10).run_name() == preset("guidance").run_name()

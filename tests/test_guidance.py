@@ -122,7 +122,7 @@ def test_learning_brings_evaders_to_the_target(tmp_path):
 
 def test_cli_guidance_run_and_gradcheck(tmp_path):
     done = subprocess.run([sys.executable, "-m", "stablebptt", "run", "guidance", "--drivers", "1",
-                           "--evaders", "2", "--regularization", "0.1", "--target", "0.5", "-0.5",
+                           "--evaders", "2", "--regularization", "0.1", "--target-x", "0.5", "--target-y=-0.5",
                            "--epochs", "1", "--n-data", "16", "--width", "8", "--quiet",
                            "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

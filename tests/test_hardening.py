@@ -115,7 +115,7 @@ def test_bad_run_options(args, named, tmp_path, monkeypatch, capsys):
 
 
 BAD_OTHER = [
-    (["run", "guidance", "--target", "nan", "nan"], "target_x=nan"),
+    (["run", "guidance", "--target-x", "nan"], "target_x=nan"),
     (["run", "pendulum"], "'pendulum'"),
     (["run", "quantum", "--depth", "3"], "depth=3 does not apply"),
     (["sweep", "cartpole", "--scheduler", "notaurl"], "notaurl"),
@@ -178,7 +178,7 @@ def test_resume_accepts_options_that_repeat_the_file(run_file, tmp_path):
 
 
 def test_no_kernel_is_compiled_before_the_arguments_are_checked(monkeypatch, capsys):
-    import stablebptt.adjoint.contract as contract
+    import stablebptt.contract as contract
 
     def refuse(*args):
         raise AssertionError("compiled before the arguments were checked")
@@ -344,25 +344,25 @@ def test_cartpole_angles_break_at_the_wrap_and_animations_keep_proportions(run_f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stablebptt.experiments.figures import _cartpole_frames, _draw_cartpole, _guidance_frames
     from stablebptt.sims import CartPole, Guidance
+    from stablebptt.tasks import get_task
 
     sim = CartPole(poles=1)
     t = np.linspace(0, 4 * np.pi, 50)
     states = np.zeros((50, 1, 4))
     states[:, 0, 2] = t  # the pole turns twice
-    fig, axes = plt.subplots(2, 1, squeeze=False)
-    _draw_cartpole(sim, states, 0.1, axes)
-    angle = axes[0, 0].get_lines()[0].get_ydata()
+    fig = plt.figure()
+    get_task("cartpole").draw_trajectories(fig, sim, states, np.zeros((49, 1, 1)), 0.1)
+    angle = fig.axes[0].get_lines()[0].get_ydata()
     assert np.isnan(angle).sum() >= 2 and np.nanmax(np.abs(np.diff(angle))) < 1.0
     fig, ax = plt.subplots()
-    _cartpole_frames(ax, sim, states[:, 0])
+    get_task("cartpole").animation(ax, sim, states[:, 0])
     assert ax.get_aspect() == 1.0
     guidance = Guidance(drivers=1, evaders=2)
     flat = np.zeros((10, guidance.state_dim))
     flat[:, 0] = np.linspace(0, 1e3, 10)  # a driver running away along x
     fig, ax = plt.subplots()
-    _guidance_frames(ax, guidance, flat)
+    get_task("guidance").animation(ax, guidance, flat)
     assert ax.get_xlim()[1] < 10  # the herd stays in view
     plt.close("all")
 

@@ -65,16 +65,19 @@ class CheckResult:
     name: str
     error: float
     tolerance: float
+    detail: str = ""  # where the error is largest (a failing kernel check's first clue)
 
     @property
     def ok(self):
         return bool(np.isfinite(self.error) and self.error <= self.tolerance)
 
 
-def check_vjp(name, func, vjp, x, rng, eps=1e-6, tolerance=1e-6):
+def check_vjp(name, func, vjp, x, rng, eps=1e-6, tolerance=1e-6, out_name="out", in_name="in"):
     """Finite-difference Jacobian test and dot-product test ``<J v, w> = <v, J^T w>`` for one input.
 
-    ``func(x)`` is the forward map, ``vjp(w)`` returns ``J^T w`` at the fixed point ``x``.
+    ``func(x)`` is the forward map, ``vjp(w)`` returns ``J^T w`` at the fixed point ``x``. The
+    finite-difference row's ``detail`` names the Jacobian entry with the largest error as
+    ``d out_name[i] / d in_name[j]`` with both values.
     """
     x = np.asarray(x, dtype=np.float64)
     out_shape = np.shape(func(x))
@@ -84,9 +87,25 @@ def check_vjp(name, func, vjp, x, rng, eps=1e-6, tolerance=1e-6):
     w = rng.standard_normal(out_shape)
     lhs = float(np.sum(central_jvp(func, x, v, eps) * w))
     rhs = float(np.sum(v * np.asarray(vjp(w))))
-    return [CheckResult(f"{name}: finite differences", relative_error(jac_adj, jac_fd), tolerance),
+    return [CheckResult(f"{name}: finite differences", relative_error(jac_adj, jac_fd), tolerance,
+                        _worst_entry(jac_adj, jac_fd, len(out_shape), out_name, in_name)),
             CheckResult(f"{name}: dot product", abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300),
-                        tolerance)]
+                        tolerance, f"<J v, w> = {lhs:.9g} but <v, J^T w> = {rhs:.9g}")]
+
+
+def _worst_entry(adjoint, differences, out_ndim, out_name, in_name):
+    """``d out[i] / d in[j]: adjoint A, finite differences F`` at the largest disagreement."""
+    gap = np.abs(np.asarray(adjoint) - np.asarray(differences))
+    if gap.size == 0:
+        return ""
+    index = np.unravel_index(int(np.argmax(np.where(np.isnan(gap), np.inf, gap))), gap.shape)
+    out_index, in_index = index[:out_ndim], index[out_ndim:]
+
+    def at(name, idx):
+        return f"{name}[{', '.join(map(str, idx))}]" if idx else name
+
+    return (f"worst entry d {at(out_name, out_index)} / d {at(in_name, in_index)}: adjoint "
+            f"{adjoint[index]:.9g}, finite differences {differences[index]:.9g}")
 
 
 def check_simulator(sim, x, c, rng, eps=1e-6, tolerance=1e-6):
@@ -110,12 +129,13 @@ def check_simulator(sim, x, c, rng, eps=1e-6, tolerance=1e-6):
         sim.loss_grad(p, x, float(w), g)
         return g
 
-    results = check_vjp(f"{sim.name} step d/dx", lambda xx: step(xx, c), lambda w: step_vjp(w)[0],
-                        x, rng, eps, tolerance)
-    results += check_vjp(f"{sim.name} step d/dc", lambda cc: step(x, cc), lambda w: step_vjp(w)[1],
-                         c, rng, eps, tolerance)
-    results += check_vjp(f"{sim.name} loss d/dx", lambda xx: sim.loss(p, np.ascontiguousarray(xx)),
-                         loss_grad, x, rng, eps, tolerance)
+    results = check_vjp("step_vjp dx (x_next wrt x)", lambda xx: step(xx, c),
+                        lambda w: step_vjp(w)[0], x, rng, eps, tolerance, "x_next", "x")
+    results += check_vjp("step_vjp dc (x_next wrt c)", lambda cc: step(x, cc),
+                         lambda w: step_vjp(w)[1], c, rng, eps, tolerance, "x_next", "c")
+    results += check_vjp("loss_grad (loss wrt x)",
+                         lambda xx: sim.loss(p, np.ascontiguousarray(xx)), loss_grad, x, rng, eps,
+                         tolerance, "loss", "x")
     return results
 
 
@@ -142,10 +162,10 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
         return dx, g
 
     name = type(ctrl).__name__
-    results = check_vjp(f"{name} d/dx", lambda xx: forward(theta, xx)[0], lambda w: vjp(w)[0],
-                        x, rng, eps, tolerance)
-    results += check_vjp(f"{name} d/dtheta", lambda th: forward(th, x)[0], lambda w: vjp(w)[1],
-                         theta, rng, eps, tolerance)
+    results = check_vjp(f"{name} vjp dx (c wrt x)", lambda xx: forward(theta, xx)[0],
+                        lambda w: vjp(w)[0], x, rng, eps, tolerance, "c", "x")
+    results += check_vjp(f"{name} vjp+param_grad (c wrt theta)", lambda th: forward(th, x)[0],
+                         lambda w: vjp(w)[1], theta, rng, eps, tolerance, "c", "theta")
     return results
 
 

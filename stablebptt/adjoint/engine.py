@@ -8,7 +8,7 @@ Math (DESIGN.md §1), with adjoints ``lam_n = dL/dx_n`` and control cotangents `
     lam_n = w_n dl/dx_n + a (ds/dx)^T lam_{n+1} + b (df/dx)^T mu_n
 
 The kernels are passed as first-class Numba function values with the fixed signatures of
-:mod:`stablebptt.adjoint.contract`, so one cached compilation serves every simulator and controller.
+:mod:`stablebptt.contract`, so one cached compilation serves every simulator and controller.
 """
 
 import logging
@@ -21,8 +21,10 @@ import numpy as np
 from numba import njit, types
 from numba.core.types.function_type import CompileResultWAP
 
-from .contract import (compile_variant, forward_sig, function_type, loss_grad_sig, loss_sig,
-                       param_grad_sig, step_sig, step_vjp_sig, vjp_sig)
+from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_interface,
+                        check_simulator_interface, compile_kernel, compile_variant, forward_sig,
+                        function_type, loss_grad_sig, loss_sig, param_grad_sig, step_sig,
+                        step_vjp_sig, vjp_sig)
 from .modes import Mode, combine_gradients, cosine_similarity, parse_mode
 
 log = logging.getLogger("stablebptt")
@@ -115,14 +117,18 @@ def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, s
 _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
 
 
-def compiled_kernel(dispatcher, make_sig, dtype):
-    """The ``dtype`` variant of a contract kernel as a first-class function value, compiled (or
-    loaded from Numba's cache) on first use.
+def compiled_kernel(owner, name, make_sig, dtype):
+    """The ``dtype`` variant of the kernel ``owner.name`` as a first-class function value,
+    compiled (or loaded from Numba's cache) on first use; a kernel that does not compile with its
+    contract signature is a :class:`~stablebptt.contract.ContractError` naming it.
 
     Handing Numba the dispatcher itself would make it look the machine-code address up again on
-    every call into the engine (~35 us per kernel); this wrapper holds the address once.
+    every call into the engine (~35 us per kernel); this wrapper holds the address once. Numba
+    has no public API for that handle, hence the one import from ``numba.core``.
     """
-    return CompileResultWAP(compile_variant(dispatcher, make_sig, _NUMBA_FLOAT[np.dtype(dtype)]))
+    T = _NUMBA_FLOAT[np.dtype(dtype)]
+    return CompileResultWAP(compile_kernel(getattr(owner, name), make_sig, T,
+                                           type(owner).__name__, name))
 
 
 @contextmanager
@@ -212,10 +218,8 @@ class Problem:
     def __init__(self, sim, controller, n_steps, loss_mode="FINAL", rho=0.0):
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        if controller.n_inputs != sim.state_dim or controller.n_outputs != sim.control_dim:
-            raise ValueError(
-                f"controller maps {controller.n_inputs} -> {controller.n_outputs} but the simulator "
-                f"has state {sim.state_dim} and control {sim.control_dim}")
+        check_simulator_interface(sim)
+        check_controller_interface(controller, sim)
         self.sim = sim
         self.controller = controller
         self.n_steps = int(n_steps)
@@ -245,15 +249,11 @@ class Problem:
             what = (f"compiling kernels for {getattr(sim, 'name', type(sim).__name__)}"
                     f"/{type(ctrl).__name__}/{np.dtype(dtype).name} (once)")
             with announce_if_slow(what):
-                self._kernels[key] = dict(
-                    step=compiled_kernel(sim.step, step_sig, dtype),
-                    step_vjp=compiled_kernel(sim.step_vjp, step_vjp_sig, dtype),
-                    loss=compiled_kernel(sim.loss, loss_sig, dtype),
-                    loss_grad=compiled_kernel(sim.loss_grad, loss_grad_sig, dtype),
-                    forward=compiled_kernel(ctrl.forward, forward_sig, dtype),
-                    vjp=compiled_kernel(ctrl.vjp, vjp_sig, dtype),
-                    param_grad=compiled_kernel(ctrl.param_grad, param_grad_sig, dtype),
-                )
+                kernels = {name: compiled_kernel(sim, name, sig, dtype)
+                           for name, sig in SIMULATOR_KERNELS.items()}
+                kernels.update({name: compiled_kernel(ctrl, name, sig, dtype)
+                                for name, sig in CONTROLLER_KERNELS.items()})
+                self._kernels[key] = kernels
                 T = _NUMBA_FLOAT[np.dtype(dtype)]
                 compile_variant(_rollout, _rollout_sig, T)
                 compile_variant(_bptt, _bptt_sig, T)

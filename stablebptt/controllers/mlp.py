@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ..contract import kernel, forward_sig, param_grad_sig, vjp_sig
 from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 

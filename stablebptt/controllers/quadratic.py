@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adjoint.contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ..contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ._params import FlatParameters
 
 
 @kernel(forward_sig)
@@ -29,10 +30,11 @@ def quadratic_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
 
 
 @dataclass(frozen=True)
-class Quadratic:
+class Quadratic(FlatParameters):
+    """``f(x) = t1 x^2 + t2 x`` of a scalar state, the paper's Figure 1 controller."""
+
     n_inputs = 1
     n_outputs = 1
-    n_params = 2
     spec = np.zeros(1, dtype=np.int64)
 
     forward = staticmethod(quadratic_forward)
@@ -44,6 +46,9 @@ class Quadratic:
 
     def deltas_size(self, rows):
         return rows
+
+    def layer_shapes(self):
+        return [("theta", (2,))]
 
     def init(self, rng=None, dtype=np.float64):
         return np.zeros(2, dtype=dtype)
@@ -73,7 +78,7 @@ def constant_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
 
 
 @dataclass(frozen=True)
-class Constant:
+class Constant(FlatParameters):
     """An open-loop control that ignores the state: ``f(x) = theta`` (``n_outputs`` parameters)."""
 
     n_inputs: int
@@ -84,9 +89,8 @@ class Constant:
     vjp = staticmethod(constant_vjp)
     param_grad = staticmethod(constant_param_grad)
 
-    @property
-    def n_params(self):
-        return self.n_outputs
+    def layer_shapes(self):
+        return [("theta", (self.n_outputs,))]
 
     def acts_size(self, rows):
         return 0

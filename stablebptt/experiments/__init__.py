@@ -8,7 +8,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["ConfigError", "RunConfig"], ".config"),
     **dict.fromkeys(["SGD", "Adam", "clip_gradient", "make_optimizer"], ".optim"),
-    **dict.fromkeys(["PRESETS", "Task", "build_task", "preset"], ".presets"),
+    **dict.fromkeys(["BuiltTask", "build_task", "preset", "preset_config"], ".presets"),
     **dict.fromkeys(["METRICS", "RunFileError", "RunRecord", "read_run", "write_run"], ".results"),
     **dict.fromkeys(["Trainer"], ".training"),
 }

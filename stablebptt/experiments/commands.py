@@ -15,12 +15,12 @@ import sys
 
 import numpy as np
 
-from .config import MAX_NAME, ConfigError, RunConfig
-from .gradcheck import GRADCHECK_TASKS, format_table, run_gradcheck
+from ..contract import ContractError
+from ..tasks import SOURCE, TaskError, all_tasks, load_task, task_names
+from .config import MAX_NAME, ConfigError
 from .optim import CLIP_MODES
-from .presets import PRESET_HELP, PRESETS, preset
+from .presets import preset
 from .results import METRICS, RunFileError, read_run
-from .sweep import GRIDS
 
 EXIT_BAD_INPUT = 2
 
@@ -34,39 +34,38 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _add_run_options(p):
-    p.add_argument("task", nargs="?", help="task preset: " + "; ".join(
-        f"{k}: {v}" for k, v in PRESET_HELP.items()))
-    p.add_argument("--poles", type=int, help="cartpole: number of poles (default 1)")
+def _add_run_options(p, tasks):
+    p.add_argument("task", nargs="?", help="a task: " + "; ".join(
+        f"{t.name}: {t.description}" for t in tasks) + "; or an outside task as module:Class")
     p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
                    "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
     p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
     p.add_argument("--regularization", "--rho", dest="rho", type=float,
                    help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
-    p.add_argument("--target-state", type=int, help="quantum: target eigenstate (default 3; paper 3, 4, 5)")
     p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
+    _add_task_options(p, tasks, lists=False)
     _add_settings(p)
     p.add_argument("--out", help="output folder (default runs/)")
     p.add_argument("--name", help="run file name, without folders (default: derived from the "
                    "settings)")
-    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint")
+    p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint "
+                   "(only --epochs and --device may change)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def _add_sweep_options(p):
-    p.add_argument("task", help=f"one of {', '.join(GRIDS)}; the grid is the reference's Runs/01/01.sh")
-    p.add_argument("--poles", type=_int_list, help="cartpole: pole counts, e.g. 3,4 (default 1,2,3,4)")
+def _add_sweep_options(p, tasks):
+    p.add_argument("task", help="a task (" + ", ".join(t.name for t in tasks) + ", or module:Class); "
+                   "its grid (the paper's tasks: the reference's Runs/01/01.sh) is the default")
     p.add_argument("--modes", dest="mode", type=_str_list, help="modes, e.g. R,C (default R,M,C,S)")
     p.add_argument("--clips", dest="clip", type=_str_list,
                    help="clipping modes, e.g. value,norm (default value,norm,none)")
     p.add_argument("--rhos", dest="rho", type=_float_list,
-                   help="guidance: regulariser weights (default 1,0.1,0.01,0.001)")
-    p.add_argument("--target-states", dest="target_state", type=_int_list,
-                   help="quantum: target eigenstates (default 3,4,5)")
+                   help="regulariser weights (guidance default 1,0.1,0.01,0.001)")
     p.add_argument("--seeds", type=_int_list, help="one run per seed for every grid point (default: 42)")
     p.add_argument("--optimizers", type=_str_list,
                    help="an optimiser axis, e.g. adam,rmsprop,adagrad (default: --optimizer's one)")
+    _add_task_options(p, tasks, lists=True)
     _add_settings(p)
     p.add_argument("--out", help="sweep folder (default sweeps/TASK)")
     p.add_argument("--workers", type=int, help="worker processes on this machine (default: the cores)")
@@ -75,6 +74,23 @@ def _add_sweep_options(p):
     p.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
                    help="seconds between progress lines when stderr is not a terminal (default 30)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_task_options(p, tasks, lists):
+    """One option per task setting of every registered task (``--poles``); in a sweep each takes
+    a comma-separated list of values (an axis), also under its plural (``--target-states``).
+    Values stay text here and are converted and checked by the task's :class:`Option`."""
+    helps = {}
+    for task in tasks:
+        for option in task.options:
+            helps.setdefault(option.name, []).append(
+                f"{task.name}: {option.help} (default {option.default})")
+    for name, texts in helps.items():
+        flag = "--" + name.replace("_", "-")
+        flags = [flag, flag + "s"] if lists and not flag.endswith("s") else [flag]
+        p.add_argument(*flags, dest=name, type=_str_list if lists else str,
+                       metavar="VALUES" if lists else "VALUE", help="; ".join(texts))
+    p.set_defaults(task_options=tuple(helps))
 
 
 def _list_of(kind):
@@ -96,12 +112,6 @@ _int_list, _float_list, _str_list = _list_of(int), _list_of(float), _list_of(str
 
 def _add_settings(p):
     """Options that set one value for a run (or for every run of a sweep)."""
-    p.add_argument("--drivers", type=int, help="guidance: number of drivers (default 2)")
-    p.add_argument("--evaders", type=int, help="guidance: number of evaders (default 4)")
-    p.add_argument("--weighting", help="quantum: weights of eigenstates 1-2 in the data: 1-1 (default), 3-1, 7-1, 15-1")
-    p.add_argument("--nx", type=int, help="quantum: interior grid points (default 32)")
-    p.add_argument("--target", nargs=2, type=float, metavar=("X", "Y"),
-                   help="guidance: the point the evaders are herded to (default 0 0)")
     p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
     p.add_argument("--optimizer", help="adam (default), sgd, adagrad, adadelta or rmsprop, with "
                    "Keras 2.9's update rules and defaults")
@@ -124,28 +134,62 @@ def _add_settings(p):
     p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda)")
 
 
-_SETTINGS = ("drivers", "evaders", "weighting", "nx", "clip_value", "optimizer", "lr", "momentum",
-             "batch_size", "epochs", "n_data", "width", "depth", "bias", "zero_last", "time",
-             "n_steps", "loss_mode", "dtype", "checkpoint_every", "device")
-_SWEEP_AXES = ("poles", "mode", "clip", "rho", "target_state")
+_SETTINGS = ("clip_value", "optimizer", "lr", "momentum", "batch_size", "epochs", "n_data", "width",
+             "depth", "bias", "zero_last", "time", "n_steps", "loss_mode", "dtype",
+             "checkpoint_every", "device")
+_SWEEP_AXES = ("mode", "clip", "rho")
 _CONFIG_OPTIONS = _SETTINGS + _SWEEP_AXES + ("seed",)
 
 
-def _settings(args, names):
-    values = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    if getattr(args, "target", None) is not None:
-        values["target_x"], values["target_y"] = args.target
-    return values
+def _settings(args, names, task_options=True):
+    """The settings given on the command line among ``names`` (and the task options)."""
+    names = tuple(names) + (tuple(getattr(args, "task_options", ())) if task_options else ())
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def _preload_tasks(argv):
+    """Register the outside tasks a command line names, before its options are parsed: a
+    ``module:Class`` argument, or the task recorded in a ``--resume`` file."""
+    for i, token in enumerate(argv):
+        if SOURCE.fullmatch(token):
+            try:
+                load_task(token)
+            except TaskError as err:
+                raise UsageError(str(err)) from None
+        elif token == "--resume" and i + 1 < len(argv):
+            source = _task_source_of(argv[i + 1])
+            if source:
+                try:
+                    load_task(source)
+                except TaskError:
+                    pass  # reported by the command, which reads the file
+
+
+def _task_source_of(path):
+    """The ``task_source`` of a run file's configuration, or "" (none, or not readable)."""
+    import json
+
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["config"]).get("task_source", "")
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 def build_parser():
+    tasks = all_tasks()
     parser = _Parser(prog="stablebptt", description="Stable backpropagation through time for "
                      "neural controllers of differentiable simulators.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_run_options(sub.add_parser("run", help="train one run and write its HDF5 file"))
-    _add_sweep_options(sub.add_parser("sweep", help="run a grid of runs (the reference's sweep) in parallel"))
-    g = sub.add_parser("gradcheck", help="check every adjoint and gradient mode against finite differences")
-    g.add_argument("task", nargs="?", help=f"one of {', '.join(GRADCHECK_TASKS)} (default: all)")
+    _add_run_options(sub.add_parser("run", help="train one run and write its HDF5 file"), tasks)
+    _add_sweep_options(sub.add_parser("sweep", help="run a grid of runs (the reference's sweep) "
+                                      "in parallel"), tasks)
+    g = sub.add_parser("gradcheck", help="check every kernel and gradient mode of a task against "
+                       "finite differences and dot-product tests")
+    g.add_argument("task", nargs="?", help=f"one of {', '.join(t.name for t in tasks)}, or an "
+                   "outside task as module:Class (default: every registered task)")
     g.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("plot", help="the paper's figures 3-5 and a summary table from a folder of runs")
     f.add_argument("folder", help="a folder of run files (e.g. a sweep's)")
@@ -196,7 +240,8 @@ def cmd_run(args):
             return 0
     else:
         if args.task is None:
-            raise UsageError("run needs a TASK (one of: " + ", ".join(PRESETS) + ") or --resume FILE")
+            raise UsageError("run needs a TASK (one of: " + ", ".join(task_names())
+                             + ", or module:Class) or --resume FILE")
         config = preset(args.task, **_settings(args, _CONFIG_OPTIONS))
         name = _run_name(args.name) if args.name is not None else config.run_name()
         out = args.out or "runs"
@@ -229,7 +274,7 @@ def _resume(args):
     for flag, given in (("--out", args.out), ("--name", args.name), ("--overwrite", args.overwrite)):
         if given:
             raise UsageError(f"{flag} does not apply to --resume (the run stays in its file)")
-    trainer = Trainer.resume(args.resume, epochs=args.epochs)
+    trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device)
     try:
         _check_unchanged(args, trainer.config)
     except (UsageError, ConfigError):
@@ -248,16 +293,30 @@ def _resume(args):
 
 def _check_unchanged(args, stored):
     """:class:`UsageError` when an option given with ``--resume`` differs from the run's file."""
-    if args.task is not None and args.task != stored.task:
+    if args.task is not None and args.task not in (stored.task, stored.task_source):
         raise UsageError(f"task {args.task!r} conflicts with the run file's task {stored.task!r}")
     given = _settings(args, _CONFIG_OPTIONS)
     given.pop("epochs", None)
-    wanted = RunConfig(**{**stored.to_dict(), **given}).validated()
+    given.pop("device", None)
+    wanted = stored.replace(**_converted(stored, given)).validated()
     for key in given:
         if getattr(wanted, key) != getattr(stored, key):
             raise UsageError(f"{key}={getattr(wanted, key)!r} conflicts with the run file's "
-                             f"{key}={getattr(stored, key)!r}; only --epochs can change a run "
-                             "being resumed")
+                             f"{key}={getattr(stored, key)!r}; only --epochs and --device can "
+                             "change a run being resumed")
+
+
+def _converted(config, settings):
+    """``settings`` with the task's options converted from command-line text to their types."""
+    options = {o.name: o for o in config.task_def.options}
+    converted = dict(settings)
+    for name, value in settings.items():
+        if name in options:
+            try:
+                converted[name] = options[name].convert(value)
+            except ValueError as why:
+                raise UsageError(f"{name}={value!r} {why}") from None
+    return converted
 
 
 def _run_name(text):
@@ -275,12 +334,12 @@ def _run_name(text):
 def cmd_sweep(args):
     from .sweep import expand_grid, run_sweep
 
-    axes = {k: getattr(args, k) for k in _SWEEP_AXES if getattr(args, k) is not None}
+    axes = _settings(args, _SWEEP_AXES)
     if args.optimizers is not None:
         if args.optimizer is not None:
             raise UsageError("give --optimizer (one for all runs) or --optimizers (an axis), not both")
         axes["optimizer"] = args.optimizers
-    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS))
+    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS, task_options=False))
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if not args.log_every > 0:
@@ -288,7 +347,7 @@ def cmd_sweep(args):
     if args.scheduler is not None and not _SCHEDULER.fullmatch(args.scheduler):
         raise UsageError(f"--scheduler {args.scheduler!r} is not a Dask scheduler address "
                          "such as tcp://host:8786")
-    folder = args.out or os.path.join("sweeps", args.task)
+    folder = args.out or os.path.join("sweeps", configs[0].task)
     _writable_folder(folder)
     if not args.quiet:
         print(f"sweep {args.task}: {len(configs)} runs into {folder}", file=sys.stderr)
@@ -311,9 +370,11 @@ _SCHEDULER = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[\w.\-\[\]:]+(:\d+)?(/[\
 
 
 def cmd_gradcheck(args):
-    if args.task is not None and args.task not in GRADCHECK_TASKS:
-        raise UsageError(f"unknown task {args.task!r} for gradcheck: choose from {', '.join(GRADCHECK_TASKS)}")
-    results = run_gradcheck([args.task] if args.task else GRADCHECK_TASKS, seed=args.seed)
+    from ..tasks import get_task
+    from .gradcheck import format_table, run_gradcheck
+
+    tasks = [get_task(args.task)] if args.task else all_tasks()
+    results = run_gradcheck(tasks, seed=args.seed)
     print(format_table(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -429,10 +490,12 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "gradcheck": cmd_gradcheck, "ins
 def dispatch(argv=None):
     """Parse ``argv`` and run the command; bad input is one line on stderr and exit status 2."""
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        _preload_tasks(argv)
         args = build_parser().parse_args(argv)
         _log_to_stderr(quiet=getattr(args, "quiet", False))
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, RunFileError) as err:
+    except (UsageError, ConfigError, RunFileError, TaskError, ContractError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,30 +1,25 @@
-"""Run configuration: one flat, validated, serialisable record of everything that defines a run."""
+"""Run configuration: one flat, validated, serialisable record of everything that defines a run.
+
+A config holds the settings every task has (training, network, horizon, bookkeeping) as fields,
+and its task's own settings (cart-pole's ``poles``, ...) as ``options``, which read as attributes
+too (``config.poles``). Which options exist, their defaults, checks and part in run names come
+from the task registry (:mod:`stablebptt.tasks`).
+"""
 
 import dataclasses
 import hashlib
-import math
-import numbers
 from dataclasses import dataclass
 
 from ..adjoint.modes import parse_mode
-from ..sims.quantum import WEIGHTINGS
+from ..tasks import COMMON_DEFAULTS, TaskError, format_number, get_task
+from ..tasks.base import type_problem
 from .optim import CLIP_MODES, OPTIMIZERS
 
-TASKS = ("cartpole", "guidance", "quantum")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 
-
-# Settings that only some tasks use; giving one to another task is an error, not a no-op.
-TASK_ONLY = {
-    "poles": ("cartpole",),
-    "drivers": ("guidance",), "evaders": ("guidance",), "target_x": ("guidance",),
-    "target_y": ("guidance",),
-    "nx": ("quantum",), "target_state": ("quantum",), "weighting": ("quantum",),
-    "depth": ("cartpole", "guidance"),  # the quantum CNN has a fixed depth (as the reference)
-}
 # Settings that do not change a run's numbers: not part of its name or identity.
-NOT_IDENTITY = ("epochs", "checkpoint_every", "device")
+NOT_IDENTITY = ("epochs", "checkpoint_every", "device", "task_source")
 MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws the reference's data, takes 32-bit seeds
 MAX_NAME = 180  # characters of a run name: the file name plus its temporary suffixes stay < 255
 
@@ -33,24 +28,10 @@ class ConfigError(ValueError):
     """A bad setting; its message names the setting and the value."""
 
 
-def format_number(value):
-    """The shortest text that reads back as ``value`` exactly (``1e-3`` -> ``0.001``)."""
-    text = f"{value:g}"
-    return text if float(text) == value else repr(float(value))
-
-
 @dataclass(frozen=True)
 class RunConfig:
     task: str = "cartpole"
-    poles: int = 1
-    drivers: int = 2
-    evaders: int = 4
-    target_x: float = 0.0
-    target_y: float = 0.0
     rho: float = 0.0
-    nx: int = 32
-    target_state: int = 3
-    weighting: str = "1-1"
     mode: str = "C"
     clip: str = "norm"
     clip_value: float = 1.0
@@ -71,36 +52,62 @@ class RunConfig:
     dtype: str = "float32"
     checkpoint_every: int = 10
     device: str = "cpu"
+    options: tuple = ()  # ((name, value), ...) of the task's own settings, in its order
+    task_source: str = ""  # "module:Class" of a task from outside the package
+
+    def __getattr__(self, name):
+        # the task's options read as attributes; guarded for pickling (no __dict__ yet)
+        if not name.startswith("_"):
+            for key, value in self.__dict__.get("options", ()):
+                if key == name:
+                    return value
+        raise AttributeError(f"{type(self).__name__} of task {self.__dict__.get('task')!r} has "
+                             f"no setting {name!r}")
 
     @property
     def dt(self):
         return self.time / self.n_steps
 
+    @property
+    def task_def(self):
+        """The registered :class:`~stablebptt.tasks.Task` of this config (loaded on first use)."""
+        try:
+            return get_task(self.task, self.task_source)
+        except TaskError as err:
+            raise ConfigError(str(err)) from None
+
+    def settings(self):
+        """Every setting as ``{name: value}``: the common ones, then the task's options."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("options", "task_source")}
+        values.update(self.options)
+        return values
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (common settings or options), not yet validated."""
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
     def validated(self):
         """A normalised copy (mode as its paper letter, lower-case names), or :class:`ConfigError`."""
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
+        task = self.task_def
         try:
             mode = parse_mode(self.mode).letter
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type is float and not (isinstance(value, numbers.Real)
-                                        and math.isfinite(value)):
-                raise ConfigError(f"{f.name}={value!r} must be a finite number")
-            if f.type is int and (isinstance(value, bool)
-                                  or not isinstance(value, numbers.Integral)):
-                raise ConfigError(f"{f.name}={value!r} must be an integer")
+            if f.type in (int, float, bool) and f.name != "options":
+                why = type_problem(f.type, getattr(self, f.name))
+                if why:
+                    raise ConfigError(f"{f.name}={getattr(self, f.name)!r} {why}")
+        settings = self.settings()
+        for option in task.options:
+            value = settings[option.name]
+            why = option.problem(value, settings)
+            if why:
+                raise ConfigError(f"{option.name}={value!r} {why}")
         checks = [
             ("seed", 0 <= self.seed <= MAX_SEED, f"must be in 0..{MAX_SEED}"),
-            ("poles", self.poles >= 1, "must be >= 1"),
-            ("drivers", self.drivers >= 1, "must be >= 1"),
-            ("evaders", self.evaders >= 1, "must be >= 1"),
             ("rho", self.rho >= 0, "must be >= 0"),
-            ("nx", self.nx >= 7, "must be >= 7 (the CNN's two stride-2 convolutions)"),
-            ("target_state", 1 <= self.target_state <= self.nx, f"must be in 1..nx={self.nx}"),
-            ("weighting", self.weighting in WEIGHTINGS, f"must be one of {', '.join(WEIGHTINGS)}"),
             ("lr", self.lr > 0, "must be > 0"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
@@ -132,15 +139,37 @@ class RunConfig:
                                    loss_mode=str(self.loss_mode).upper())
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """Flat ``{setting: value}`` (options at top level), with ``task_source`` if it has one:
+        what run files store."""
+        values = {"task": self.task, **self.settings()}
+        if self.task_source:
+            values["task_source"] = self.task_source
+        return values
 
     @classmethod
-    def from_dict(cls, values):
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(fields)
+    def from_dict(cls, values, legacy=False):
+        """The config of flat ``values`` (as :meth:`to_dict` writes); missing options take their
+        task's default. ``legacy``: drop settings of other built-in tasks, which run files of
+        format 2 carried for every task."""
+        values = dict(values)
+        task_name = values.pop("task", cls.task)
+        source = values.pop("task_source", "")
+        try:
+            task = get_task(task_name, source)
+        except TaskError as err:
+            raise ConfigError(str(err)) from None
+        common = {f.name for f in dataclasses.fields(cls)} - {"task", "options", "task_source"}
+        option_names = [o.name for o in task.options]
+        unknown = set(values) - common - set(option_names)
+        if legacy:
+            for key in unknown & LEGACY_OPTIONS:
+                values.pop(key)
+            unknown -= LEGACY_OPTIONS
         if unknown:
-            raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        return cls(**values)
+            raise ConfigError(f"unknown configuration keys for task {task_name!r}: "
+                              f"{', '.join(sorted(unknown))}")
+        options = tuple((o.name, values.pop(o.name, o.default)) for o in task.options)
+        return cls(task=task_name, options=options, task_source=task.source, **values)
 
     def run_name(self):
         """A file stem derived from every setting that changes the run's numbers.
@@ -152,28 +181,18 @@ class RunConfig:
         and is the same run on either device). Names longer than ``MAX_NAME`` keep their first
         part and replace the rest by a hash of it.
         """
-        from .presets import PRESETS
+        from .presets import preset_config
 
-        if self.task == "guidance":
-            system = f"d{self.drivers}e{self.evaders}_rho{format_number(self.rho)}"
-            if (self.target_x, self.target_y) != (0.0, 0.0):
-                system += f"_target{format_number(self.target_x)},{format_number(self.target_y)}"
-            shown = ("drivers", "evaders", "rho", "target_x", "target_y")
-        elif self.task == "quantum":
-            system = f"ts{self.target_state}_w{self.weighting}_nx{self.nx}"
-            shown = ("target_state", "weighting", "nx")
-        else:
-            system = f"p{self.poles}"
-            shown = ("poles",)
-        base = (f"{self.task}_{system}_{self.mode}_clip-{self.clip}_lr{format_number(self.lr)}"
-                f"_bs{self.batch_size}_s{self.seed}")
-        preset = RunConfig(**PRESETS[self.task])
+        task = self.task_def
+        system = task.system_name(self)
+        base = "_".join(part for part in (self.task, system) if part)
+        base += (f"_{self.mode}_clip-{self.clip}_lr{format_number(self.lr)}"
+                 f"_bs{self.batch_size}_s{self.seed}")
+        preset = preset_config(task).settings()
+        shown = set(task.named_settings()) | set(NOT_IDENTITY) | set(_IN_BASE) | set(task.ignores)
         extras = []
-        for f in dataclasses.fields(self):
-            name, value = f.name, getattr(self, f.name)
-            skip = (name in shown or name in NOT_IDENTITY or name in _IN_BASE
-                    or self.task not in TASK_ONLY.get(name, (self.task,)))
-            if skip or value == getattr(preset, name):
+        for name, value in self.settings().items():
+            if name in shown or value == preset[name]:
                 continue
             if isinstance(value, bool):
                 extras.append(name.replace("_", "-") if value else "no-" + name.replace("_", "-"))
@@ -191,3 +210,10 @@ class RunConfig:
 
 _IN_BASE = ("task", "mode", "clip", "lr", "batch_size", "seed")
 _NAME_KEYS = {"n_steps": "steps"}  # as the command-line option
+# Run files of format 2 stored every built-in task's settings in every config.
+LEGACY_OPTIONS = frozenset({"poles", "drivers", "evaders", "target_x", "target_y", "nx",
+                            "target_state", "weighting"})
+
+assert COMMON_DEFAULTS == {f.name: f.default for f in dataclasses.fields(RunConfig)
+                          if f.name not in ("task", "options", "task_source")}, \
+    "RunConfig's defaults are the registry's COMMON_DEFAULTS"

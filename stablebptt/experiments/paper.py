@@ -13,13 +13,7 @@ from .results import RunFileError, read_run
 MODE_COLOURS = {"R": "#ef476f", "M": "#ffd166", "C": "#06d6a0", "S": "#073b4c", "N": "#118ab2"}
 CLIP_STYLES = {"norm": "-", "value": "--", "none": ":"}
 SMOOTHING = 30
-# the panel axis of each task's figure: (config field, panel title)
-PANELS = {"cartpole": ("poles", "{} pole(s)"), "guidance": ("rho", "Regularization: {:g}"),
-          "quantum": ("target_state", "target state {}")}
-# the paper's y-range of a figure, used where every plotted curve fits in it (Figure 3: 0.4-6)
-PAPER_YRANGE = {"guidance": (0.4, 6.0)}
-FIGURE_NAMES = {"guidance": "figure3_guidance", "cartpole": "figure4_cartpole",
-                "quantum": "figure5_quantum"}
+METRIC_TITLES = {"grad_size": "update size |g|^2"}
 
 
 def smooth(values, window=SMOOTHING):
@@ -59,13 +53,18 @@ def missing_runs(records):
     modes and seeds that occur, which has no run (an incomplete sweep)."""
     missing = []
     for task, group in _by_task(records).items():
-        field = PANELS[task][0]
-        seen = {(getattr(r.config, field), r.config.mode, r.config.clip, r.config.seed) for r in group}
+        field = group[0].config.task_def.panel_setting()
+        seen = {(_panel_value(r.config, field), r.config.mode, r.config.clip, r.config.seed)
+                for r in group}
         axes = [sorted({key[i] for key in seen}) for i in range(4)]
         for combo in itertools.product(*axes):
             if combo not in seen:
                 missing.append(f"{task}: {field}={combo[0]} mode={combo[1]} clip={combo[2]} seed={combo[3]}")
     return missing
+
+
+def _panel_value(config, field):
+    return getattr(config, field) if field else ""
 
 
 def _by_task(records):
@@ -86,31 +85,33 @@ def paper_figures(records, out_folder, window=SMOOTHING):
     os.makedirs(out_folder, exist_ok=True)
     written = []
     for task, group in sorted(_by_task(records).items()):
-        field, title = PANELS[task]
-        panels = sorted({getattr(r.config, field) for r in group}, key=lambda v: -v if task == "guidance" else v)
-        extra = task == "quantum"  # Figure 5 adds the update size
-        n = len(panels) + extra
-        cols = min(n, 2 if task == "cartpole" else n)
+        spec = group[0].config.task_def
+        field = spec.panel_setting()
+        title = spec.panel_title or (f"{field} = {{}}" if field else task)
+        panels = sorted({_panel_value(r.config, field) for r in group},
+                        reverse=spec.panels_descending)
+        extras = list(spec.figure_extra)
+        n = len(panels) + len(extras)
+        cols = min(n, spec.figure_columns or n)
         rows = -(-n // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
         axes = axes.ravel()
         for ax, value in zip(axes, panels):
-            for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
-                if getattr(r.config, field) == value:
-                    _curve(ax, r, "test_loss", window, lw=1.2)
+            members = [r for r in group if _panel_value(r.config, field) == value]
+            for r in sorted(members, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
+                _curve(ax, r, "test_loss", window, lw=1.2)
             ax.set_title(title.format(value), fontsize=10)
             ax.set_yscale("log")
-            _paper_range(ax, PAPER_YRANGE.get(task))
+            _paper_range(ax, spec.figure_yrange)
             _plain_log_ticks(ax)
             ax.set_xlabel("epoch", fontsize=8)
-            longest = max(r.epochs_done for r in group if getattr(r.config, field) == value)
+            longest = max(r.epochs_done for r in members)
             ax.set_ylabel(f"test loss (smoothed over {max(1, min(window, longest // 3))})", fontsize=8)
-        if extra:
-            ax = axes[len(panels)]
+        for ax, metric in zip(axes[len(panels):], extras):
             for r in group:
-                _curve(ax, r, "grad_size", window, lw=1.0)
+                _curve(ax, r, metric, window, lw=1.0)
             ax.set_yscale("log")
-            ax.set_title("update size |g|^2 (all target states)", fontsize=10)
+            ax.set_title(f"{METRIC_TITLES.get(metric, metric)} (all panels)", fontsize=10)
             ax.set_xlabel("epoch", fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
@@ -123,7 +124,7 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
         fig.suptitle(task, fontsize=12)
         fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-        stem = os.path.join(out_folder, FIGURE_NAMES[task])
+        stem = os.path.join(out_folder, spec.figure_name or f"figure_{task}")
         for ext in ("png", "pdf"):
             fig.savefig(f"{stem}.{ext}", dpi=130)
             written.append(f"{stem}.{ext}")
@@ -174,12 +175,13 @@ def summary_rows(runs, threshold):
     """One row per run: final and best test loss and the first epoch at or below ``threshold``."""
     rows = []
     for path, r in sorted(runs.items(), key=lambda kv: (kv[1].config.task, kv[0])):
-        field = PANELS[r.config.task][0]
+        field = r.config.task_def.panel_setting()
         test = np.asarray(r.metrics["test_loss"])
         finite = finite_prefix(test)
         below = np.nonzero(finite <= threshold)[0] if threshold is not None else []
         rows.append(dict(
-            task=r.config.task, setting=f"{field}={getattr(r.config, field)}", mode=r.config.mode,
+            task=r.config.task, setting=f"{field}={getattr(r.config, field)}" if field else "",
+            mode=r.config.mode,
             clip=r.config.clip, lr=r.config.lr, seed=r.config.seed, status=r.status,
             epochs=r.epochs_done, diverged_epoch=r.attrs.get("diverged_epoch", ""),
             final_test_loss=float(test[-1]) if len(test) else float("nan"),

@@ -30,7 +30,7 @@ import numpy as np
 from .config import ConfigError, RunConfig
 
 FORMAT = "stablebptt-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a config holds only its task's options (1: every built-in task's)
 METRICS = ("batch_loss", "train_loss", "test_loss", "batch_physics_loss", "train_physics_loss",
            "test_physics_loss", "grad_size", "cosine_similarity", "epoch_time", "wall_time")
 METRIC_HELP = {
@@ -208,7 +208,14 @@ def read_run(path):
         if f.attrs.get("format") != FORMAT:
             raise RunFileError(f"not a stablebptt run file (no format={FORMAT!r} attribute): {path}")
         try:
-            config = RunConfig.from_dict(json.loads(f.attrs["config"]))
+            values = json.loads(f.attrs["config"])
+        except (KeyError, ValueError) as err:
+            raise RunFileError(f"incomplete or damaged run file {path}: {err}") from None
+        try:
+            config = RunConfig.from_dict(values, legacy=int(f.attrs.get("format_version", 1)) < 2)
+        except ConfigError as err:
+            raise RunFileError(f"cannot read the configuration of {path}: {err}") from None
+        try:
             record = RunRecord(config=config, status=str(f.attrs["status"]))
             epochs = int(f.attrs["epochs_done"])
             # a metric added after the file was written reads as NaN

@@ -22,25 +22,21 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
-from .config import ConfigError, RunConfig
+from .config import NOT_IDENTITY, ConfigError, RunConfig
 from .presets import preset
 from .results import RunFileError, read_run
 from .training import stop_requests
 
-# The grids of the reference's Runs/01/01.sh scripts, in their loop order.
-GRIDS = {
-    "cartpole": {"poles": [1, 2, 3, 4], "mode": ["R", "M", "C", "S"], "clip": ["value", "norm", "none"]},
-    "guidance": {"rho": [1.0, 0.1, 0.01, 0.001], "clip": ["value", "norm", "none"], "mode": ["R", "M", "C", "S"]},
-    "quantum": {"target_state": [3, 4, 5], "clip": ["value", "norm", "none"], "mode": ["R", "M", "C", "S"]},
-}
-
-
 def expand_grid(task, axes=None, seeds=(None,), **fixed):
-    """Configs of a sweep: the task's grid with ``axes`` ({name: values}) replacing or adding axes,
+    """Configs of a sweep: the task's grid (``Task.grid``; the paper's tasks: the reference's
+    Runs/01/01.sh, in its loop order) with ``axes`` ({name: values}) replacing or adding axes,
     ``fixed`` settings applied to every run, and one run per seed (None: the preset's seed)."""
-    if task not in GRIDS:
-        raise ConfigError(f"unknown task {task!r} for sweep: choose from {', '.join(GRIDS)}")
-    grid = dict(GRIDS[task])
+    from ..tasks import TaskError, get_task
+
+    try:
+        grid = dict(get_task(task).grid)
+    except TaskError as err:
+        raise ConfigError(str(err)) from None
     for name in set(fixed) & set(grid):  # a fixed value of a grid axis narrows it to that value
         grid[name] = [fixed.pop(name)]
     for name, values in (axes or {}).items():
@@ -183,8 +179,8 @@ def _run_one(config_values, folder, progress, stop):
 def _differences(stored, wanted):
     """Settings in which a stored run differs from the wanted one (its length may grow)."""
     a, b = stored.to_dict(), wanted.to_dict()
-    return ", ".join(f"{k}={a[k]!r} not {b[k]!r}" for k in a
-                     if k not in ("epochs", "checkpoint_every") and a[k] != b[k])
+    return ", ".join(f"{k}={a[k]!r} not {b.get(k)!r}" for k in a
+                     if k not in NOT_IDENTITY and a[k] != b.get(k))
 
 
 def _last(values):

@@ -129,26 +129,25 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, path, epochs=None):
-        """Continue the run in ``path`` from its checkpoint (optionally to a new total of epochs)."""
+    def resume(cls, path, epochs=None, device=None):
+        """Continue the run in ``path`` from its checkpoint (optionally to a new total of epochs,
+        or on another device: a run trained on a GPU continues on the CPU, and back)."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise RunFileError(f"no such run file: {path}")
         lock = RunLock(path).acquire()
         try:
-            return cls._from_record(read_run(path), path, epochs, lock)
+            return cls._from_record(read_run(path), path, epochs, device, lock)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _from_record(cls, record, path, epochs, lock):
-        config = record.config
-        if epochs is not None:
-            config = type(config)(**{**config.to_dict(), "epochs": epochs}).validated()
-        task = build_task(config)
+    def _from_record(cls, record, path, epochs, device, lock):
+        changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
+        config = record.config.replace(**changes).validated() if changes else record.config
+        task = build_task(config, data=(record.train, record.test))  # the stored data sets
         ck = record.checkpoint
-        task.train, task.test = record.train, record.test
         optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
         theta = ck.theta.copy()
         opt_state = optimizer.init(theta)

@@ -13,7 +13,7 @@ import numpy as np
 
 from numba import njit
 
-from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 # indices into the parameter vector
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)

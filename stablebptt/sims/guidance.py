@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 # parameter vector layout
 (_DT, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR,

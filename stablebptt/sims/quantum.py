@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 _DT, _DX = 0, 1
 _TARGET = 2  # the target eigenstate's Nx values follow the two scalars

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adjoint.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 
 
 @kernel(step_sig)
@@ -63,3 +63,7 @@ class Shift:
     @property
     def params(self):
         return np.atleast_1d(np.asarray(self.target, dtype=np.float64)).copy()
+
+    def sample(self, n, rng):
+        """States uniform in [-1, 1] in every component (float32, ``rng`` a RandomState)."""
+        return (2 * rng.rand(n, self.state_dim) - 1).astype(np.float32)

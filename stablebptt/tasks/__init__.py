@@ -1,0 +1,129 @@
+"""The task registry: every command finds what a task is here, by name.
+
+Built-in tasks (``cartpole``, ``guidance``, ``quantum``, ``toy``) live in this package, one
+module each. A task from outside the package is registered by
+
+- calling :func:`register` on a :class:`Task` subclass (in a script or a notebook),
+- naming it on the command line as ``module:Class`` (``stablebptt run mypkg.tasks:Pendulum``),
+- or an entry point of an installed package, in ``pyproject.toml``::
+
+      [project.entry-points."stablebptt.tasks"]
+      pendulum = "mypkg.tasks:Pendulum"
+
+A run file records where its task came from (``config.task_source``), so ``inspect``, ``plot``,
+``trajectories``, ``animate`` and ``run --resume`` load an outside task by themselves.
+Nothing here imports Numba: the command line builds its options from the registry at once.
+"""
+
+import importlib
+import os
+import re
+import sys
+
+from .base import (COMMON_DEFAULTS, Option, Task, TaskError, at_least, check_states,
+                   format_number, one_of, validate_task)
+
+ENTRY_POINT_GROUP = "stablebptt.tasks"
+BUILTIN = {
+    "cartpole": "stablebptt.tasks.cartpole:CartPoleTask",
+    "guidance": "stablebptt.tasks.guidance:GuidanceTask",
+    "quantum": "stablebptt.tasks.quantum:QuantumTask",
+    "toy": "stablebptt.tasks.toy:ToyTask",
+}
+SOURCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+_registry = {}  # name -> Task instance
+
+
+def register(task, source=""):
+    """Register a :class:`Task` subclass (or instance) under its ``name``; returns the instance.
+
+    Registering the same class again is a no-op; another task under a taken name is an error.
+    ``source`` ("module:Class") is how other processes find it again (sweep workers, run files).
+    """
+    instance = task() if isinstance(task, type) else task
+    if not isinstance(instance, Task):
+        raise TaskError(f"{task!r} is not a stablebptt.tasks.Task subclass")
+    validate_task(instance, COMMON_DEFAULTS)
+    known = _registry.get(instance.name)
+    if known is not None:
+        if type(known) is type(instance):
+            return known
+        raise TaskError(f"task name {instance.name!r} is taken by {type(known).__module__}."
+                        f"{type(known).__name__}")
+    if source and not instance.source:
+        instance.source = source
+    _registry[instance.name] = instance
+    return instance
+
+
+def load_task(source):
+    """Import ``module:Class`` and register the task it names; :class:`TaskError` if it fails."""
+    if not SOURCE.fullmatch(source):
+        raise TaskError(f"task {source!r} is not a registered name or a module:Class reference")
+    module_name, _, attribute = source.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m`: a module beside the user is found
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except ImportError as err:
+        raise TaskError(f"cannot import task module {module_name!r}: {err}") from None
+    except AttributeError:
+        raise TaskError(f"module {module_name!r} has no task {attribute!r}") from None
+    builtin = source in BUILTIN.values()
+    return register(obj, source="" if builtin else source)
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def task_names():
+    """Names of every task that can be used: built-in, installed (entry points) and registered."""
+    names = list(BUILTIN)
+    for name in list(_entry_points()) + list(_registry):
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def get_task(name, source=""):
+    """The registered task ``name`` (or a ``module:Class`` reference), loading a built-in or an
+    installed one on first use, else the one ``source`` names; :class:`TaskError` if none."""
+    if name in _registry:
+        return _registry[name]
+    if name in BUILTIN:
+        return load_task(BUILTIN[name])
+    installed = _entry_points()
+    if name in installed:
+        return load_task(installed[name])
+    if source:
+        task = load_task(source)
+        if task.name != name:
+            raise TaskError(f"{source} registers task {task.name!r}, not {name!r}")
+        return task
+    if ":" in name:
+        return load_task(name)
+    raise TaskError(f"unknown task {name!r}: choose from {', '.join(task_names())}, or name "
+                    "an outside task as module:Class")
+
+
+def all_tasks():
+    """Every usable task, loaded (built-in, installed, registered). An installed task that fails
+    to load is left out here, and reported when it is used by name."""
+    tasks = []
+    for name in task_names():
+        try:
+            tasks.append(get_task(name))
+        except TaskError:
+            continue
+    return tasks
+
+
+__all__ = ["BUILTIN", "COMMON_DEFAULTS", "Option", "Task", "TaskError", "all_tasks", "at_least",
+           "check_states", "format_number", "get_task", "load_task", "one_of", "register",
+           "task_names"]
