@@ -285,3 +285,12 @@ def test_config_errors_name_the_option():
         preset("quantum", target_state=40)
     with pytest.raises(ConfigError, match="depth=3 does not apply to task 'quantum'"):
         preset("quantum", depth=3)
+
+
+def test_help_and_bad_input_load_neither_numba_nor_h5py():
+    """The parser is built from the registry, yet answers without the heavy imports."""
+    code = ("import sys; from stablebptt.experiments.commands import dispatch; "
+            "code = dispatch(['run', 'cartpole', '--poles', '0']); "
+            "print(code, 'numba' in sys.modules, 'h5py' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.split() == ["2", "False", "False"], done.stdout + done.stderr

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adjoint.engine import Problem
 from ..contract import ContractError, check_controller_interface, check_simulator_interface
 from ..tasks import COMMON_DEFAULTS, Task, TaskError, all_tasks, check_states, get_task
 from .config import ConfigError, RunConfig
@@ -89,7 +88,7 @@ class BuiltTask:
     """Everything built from a config: the problem, the data and a fresh parameter vector."""
 
     config: RunConfig
-    problem: Problem
+    problem: object  # an adjoint.engine.Problem (or cuda.engine.CudaProblem)
     train: np.ndarray
     test: np.ndarray
 
@@ -124,6 +123,8 @@ def build_controller(config, sim):
 def build_task(config, data=None):
     """The problem and data sets of a validated config; data are drawn from ``seed`` as the
     reference, unless ``data = (train, test)`` are given (a resumed run's stored sets)."""
+    from ..adjoint.engine import Problem  # loads Numba: not needed to validate a config
+
     sim = build_simulator(config)
     controller = build_controller(config, sim)
     problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho)

@@ -24,7 +24,6 @@ try:
 except ImportError:  # not POSIX: run files are written without the writer's lock
     fcntl = None
 
-import h5py
 import numpy as np
 
 from .config import ConfigError, RunConfig
@@ -56,7 +55,7 @@ def versions():
 
     from .. import __version__
     return {"stablebptt": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "h5py": h5py.__version__}
+            "h5py": _h5py().__version__}
 
 
 @dataclass
@@ -149,7 +148,7 @@ def write_run(path, record):
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        with h5py.File(tmp, "w") as f:
+        with _h5py().File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["status"] = record.status
@@ -198,7 +197,7 @@ def read_run(path):
     if not os.path.exists(path):
         raise RunFileError(f"no such run file: {path}")
     try:
-        f = h5py.File(path, "r")
+        f = _h5py().File(path, "r")
     except OSError as err:
         if "unable to lock" in str(err).lower():
             raise RunFileError(f"run file is locked: another program has it open for writing: "
@@ -242,7 +241,14 @@ def read_run(path):
 
 def _walk(group, prefix=""):
     for name, item in group.items():
-        if isinstance(item, h5py.Group):
+        if isinstance(item, _h5py().Group):
             yield from _walk(item, f"{prefix}{name}/")
         else:
             yield f"{prefix}{name}", item
+
+
+def _h5py():
+    """h5py, imported when a file is first read or written (the command line starts without it)."""
+    import h5py
+
+    return h5py

@@ -15,6 +15,7 @@ A run file records where its task came from (``config.task_source``), so ``inspe
 Nothing here imports Numba: the command line builds its options from the registry at once.
 """
 
+import functools
 import importlib
 import os
 import re
@@ -76,7 +77,10 @@ def load_task(source):
     return register(obj, source="" if builtin else source)
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_points():
+    """``{name: "module:Class"}`` of installed tasks (scanning the installed packages takes
+    ~0.1 s, so once per process)."""
     from importlib.metadata import entry_points
 
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
