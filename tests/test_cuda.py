@@ -65,3 +65,15 @@ def test_cuda_agreement_on_a_real_gpu():
     done = subprocess.run([sys.executable, str(HERE / "cuda_agreement.py")], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_outside_task_on_the_device_is_a_one_line_error(tmp_path):
+    """The GPU path covers the built-in simulators; an outside task is told to use the CPU."""
+    root = HERE.parent
+    env = {**SIM, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "stablebptt", "run", "examples.pendulum:Pendulum",
+                           *COMMON, "--device", "cuda", "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "no CUDA kernels for PendulumSim" in done.stderr
+    assert "--device cpu" in done.stderr and not list(tmp_path.glob("*.h5"))

@@ -20,6 +20,7 @@ import numpy as np
 from numba import cuda
 
 from ..adjoint.engine import Gradient
+from ..contract import ContractError
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
 from ..controllers import CNN, MLP
 from ..controllers.cnn import cnn_layout
@@ -579,7 +580,9 @@ class CudaProblem:
     def __init__(self, problem):
         sim_kind, ctrl_kind = type(problem.sim), type(problem.controller)
         if sim_kind not in SIMULATORS or ctrl_kind not in CONTROLLERS:
-            raise ValueError(f"no CUDA kernels for {sim_kind.__name__} with {ctrl_kind.__name__}")
+            raise ContractError(f"no CUDA kernels for {sim_kind.__name__} with {ctrl_kind.__name__} "
+                                "(the GPU path covers the built-in simulators and controllers): "
+                                "use --device cpu")
         key = (sim_kind, ctrl_kind)
         if key not in _KERNELS:
             _KERNELS[key] = make_kernels(*SIMULATORS[sim_kind], *CONTROLLERS[ctrl_kind])
