@@ -19,7 +19,7 @@ from ..contract import ContractError
 from ..tasks import SOURCE, TaskError, all_tasks, load_task, task_names
 from .config import MAX_NAME, ConfigError
 from .optim import CLIP_MODES
-from .presets import preset
+from .presets import converted_options, preset
 from .results import METRICS, RunFileError, read_run
 
 EXIT_BAD_INPUT = 2
@@ -298,25 +298,12 @@ def _check_unchanged(args, stored):
     given = _settings(args, _CONFIG_OPTIONS)
     given.pop("epochs", None)
     given.pop("device", None)
-    wanted = stored.replace(**_converted(stored, given)).validated()
+    wanted = stored.replace(**converted_options(stored.task_def, given)).validated()
     for key in given:
         if getattr(wanted, key) != getattr(stored, key):
             raise UsageError(f"{key}={getattr(wanted, key)!r} conflicts with the run file's "
                              f"{key}={getattr(stored, key)!r}; only --epochs and --device can "
                              "change a run being resumed")
-
-
-def _converted(config, settings):
-    """``settings`` with the task's options converted from command-line text to their types."""
-    options = {o.name: o for o in config.task_def.options}
-    converted = dict(settings)
-    for name, value in settings.items():
-        if name in options:
-            try:
-                converted[name] = options[name].convert(value)
-            except ValueError as why:
-                raise UsageError(f"{name}={value!r} {why}") from None
-    return converted
 
 
 def _run_name(text):

@@ -95,7 +95,7 @@ class RunConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for f in dataclasses.fields(self):
-            if f.type in (int, float, bool) and f.name != "options":
+            if f.type in (int, float, bool):
                 why = type_problem(f.type, getattr(self, f.name))
                 if why:
                     raise ConfigError(f"{f.name}={getattr(self, f.name)!r} {why}")

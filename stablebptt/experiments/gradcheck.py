@@ -10,7 +10,7 @@ import numpy as np
 
 from ..adjoint.check import CheckResult, check_controller, check_modes, check_simulator
 from ..adjoint.engine import Problem
-from .presets import build_controller, build_simulator, preset
+from .presets import build_controller, build_simulator, preset, preset_config
 
 GRADCHECK_BATCH = 3
 
@@ -24,8 +24,7 @@ def gradcheck_task(task, rng, batch=GRADCHECK_BATCH):
         if "width" not in task.ignores:
             overrides["width"] = 16
         overrides.update(settings)
-        base = preset(task, epochs=1)
-        overrides.setdefault("time", base.dt * overrides["n_steps"])  # the preset's time step
+        overrides.setdefault("time", preset_config(task).dt * overrides["n_steps"])  # preset's dt
         config = preset(task, **overrides)
         label = " ".join(f"{k}={v}" for k, v in settings.items())
         sim = build_simulator(config)
@@ -70,5 +69,5 @@ def _join(*parts):
 
 
 def _prefixed(prefix, results):
-    return [CheckResult(_join(prefix, "") + (": " if prefix else "") + r.name, r.error,
-                        r.tolerance, r.detail) for r in results]
+    return [CheckResult(f"{prefix}: {r.name}" if prefix else r.name, r.error, r.tolerance,
+                        r.detail) for r in results]

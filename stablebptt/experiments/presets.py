@@ -36,17 +36,25 @@ def preset(task, **overrides):
                      or (name in COMMON_DEFAULTS and name not in t.ignores)]
             where = f" (only to {', '.join(users)})" if users else ""
             raise ConfigError(f"{name}={value} does not apply to task {task.name!r}{where}")
-        option = next((o for o in task.options if o.name == name), None)
-        if option is not None:
-            try:
-                overrides[name] = option.convert(value)
-            except ValueError as why:
-                raise ConfigError(f"{name}={value!r} {why}") from None
-    config = base.replace(**overrides).validated()
+    config = base.replace(**converted_options(task, overrides)).validated()
     check_memory(config)
     if config.device == "cuda":
         _require_cuda()
     return config
+
+
+def converted_options(task, settings):
+    """``settings`` with the task's options converted from command-line text to their types;
+    :class:`ConfigError` names a value that does not convert."""
+    options = {o.name: o for o in task.options}
+    converted = dict(settings)
+    for name, value in settings.items():
+        if name in options:
+            try:
+                converted[name] = options[name].convert(value)
+            except ValueError as why:
+                raise ConfigError(f"{name}={value!r} {why}") from None
+    return converted
 
 
 def memory_estimate(config):
