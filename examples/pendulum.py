@@ -9,6 +9,9 @@ Control ``(B, 1)``: a torque. Semi-implicit Euler (velocity first)::
 
 Stage loss: ``(1 + cos theta) / 2``, a mean over the batch: 0 upright, 1 hanging.
 
+The physics is written once per sample (``*_one``) and looped over the batch for the CPU; the
+same per-sample functions run on the GPU with ``--device cuda``.
+
 Use it from the command line by its module path (run from the folder that holds ``examples/``)::
 
     stablebptt run examples.pendulum:Pendulum --epochs 50
@@ -24,51 +27,82 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablebptt.contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from stablebptt.contract import (kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig,
+                                 step_vjp_sig)
 from stablebptt.tasks import Option, Task, at_least
 
 # the simulator's parameter vector ``p``, named once
 GRAVITY_OVER_LENGTH, DAMPING, DT = range(3)
 
 
+# ---- the physics of one sample: 1-D arrays, ``math`` functions, no allocation ----
+# (compiled for the CPU batch kernels below and, with --device cuda, for the GPU's threads)
+
+
+@sample_kernel
+def pendulum_step_one(p, x, c, x_next, work):
+    omega = x[1] + p[DT] * (-p[GRAVITY_OVER_LENGTH] * math.sin(x[0]) - p[DAMPING] * x[1] + c[0])
+    x_next[1] = omega
+    x_next[0] = x[0] + p[DT] * omega
+
+
+@sample_kernel
+def pendulum_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+    """The adjoint of ``pendulum_step_one``, line by line backwards."""
+    # theta' = theta + dt * omega'
+    g_omega_new = lam_next[1] + p[DT] * lam_next[0]
+    # omega' = omega + dt * (-(g/l) sin theta - damping * omega + torque)
+    dx[0] = lam_next[0] - p[DT] * p[GRAVITY_OVER_LENGTH] * math.cos(x[0]) * g_omega_new
+    dx[1] = (1.0 - p[DT] * p[DAMPING]) * g_omega_new
+    dc[0] = p[DT] * g_omega_new
+
+
+@sample_kernel
+def pendulum_loss_one(p, x):
+    return 0.5 * (1.0 + math.cos(x[0]))
+
+
+@sample_kernel
+def pendulum_loss_grad_one(p, x, scale, gx):
+    gx[0] -= scale * 0.5 * math.sin(x[0])
+
+
+# ---- the batch kernels the CPU engine calls: the per-sample physics once per sample ----
+
+
 @kernel(step_sig)
 def pendulum_step(p, x, c, x_next):
+    work = np.empty(0)
     for b in range(x.shape[0]):
-        omega = x[b, 1] + p[DT] * (-p[GRAVITY_OVER_LENGTH] * math.sin(x[b, 0])
-                                   - p[DAMPING] * x[b, 1] + c[b, 0])
-        x_next[b, 1] = omega
-        x_next[b, 0] = x[b, 0] + p[DT] * omega
+        pendulum_step_one(p, x[b], c[b], x_next[b], work)
 
 
 @kernel(step_vjp_sig)
 def pendulum_step_vjp(p, x, c, lam_next, dx, dc):
-    """The adjoint of ``pendulum_step``, line by line backwards."""
+    work = np.empty(0)
     for b in range(x.shape[0]):
-        # theta' = theta + dt * omega'
-        g_omega_new = lam_next[b, 1] + p[DT] * lam_next[b, 0]
-        # omega' = omega + dt * (-(g/l) sin theta - damping * omega + torque)
-        dx[b, 0] = lam_next[b, 0] - p[DT] * p[GRAVITY_OVER_LENGTH] * math.cos(x[b, 0]) * g_omega_new
-        dx[b, 1] = (1.0 - p[DT] * p[DAMPING]) * g_omega_new
-        dc[b, 0] = p[DT] * g_omega_new
+        pendulum_step_vjp_one(p, x[b], c[b], lam_next[b], dx[b], dc[b], work)
 
 
 @kernel(loss_sig)
 def pendulum_loss(p, x):
+    """The stage loss is a mean over the batch."""
     total = 0.0
     for b in range(x.shape[0]):
-        total += 0.5 * (1.0 + math.cos(x[b, 0]))
+        total += pendulum_loss_one(p, x[b])
     return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def pendulum_loss_grad(p, x, scale, gx):
     for b in range(x.shape[0]):
-        gx[b, 0] -= scale * 0.5 * math.sin(x[b, 0]) / x.shape[0]
+        pendulum_loss_grad_one(p, x[b], scale / x.shape[0], gx[b])
 
 
 @dataclass(frozen=True)
 class PendulumSim:
-    """The simulator: sizes, the parameter vector, the four kernels and an initial-state sampler."""
+    """The simulator: sizes, the parameter vector, the batch kernels (the CPU's) and per-sample
+    kernels (the GPU's), and an initial-state sampler."""
 
     dt: float = 0.05
     gravity_over_length: float = 9.8
@@ -83,6 +117,10 @@ class PendulumSim:
     step_vjp = staticmethod(pendulum_step_vjp)
     loss = staticmethod(pendulum_loss)
     loss_grad = staticmethod(pendulum_loss_grad)
+    step_one = staticmethod(pendulum_step_one)
+    step_vjp_one = staticmethod(pendulum_step_vjp_one)
+    loss_one = staticmethod(pendulum_loss_one)
+    loss_grad_one = staticmethod(pendulum_loss_grad_one)
 
     @property
     def params(self):

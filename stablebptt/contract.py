@@ -32,6 +32,22 @@ samples, ``n`` the step index into them):
   stores the layer cotangents of step ``n`` in ``deltas``.
 - ``param_grad(theta, spec, xs, acts, deltas, nsteps, g)``: adds ``sum_n (df/dtheta)^T mu_n`` for
   all stored steps into ``g`` (``xs`` holds the ``nsteps * B`` controller inputs).
+
+Per-sample kernels (optional; what the GPU path runs, one thread per trajectory). The physics of
+one sample is written once, as functions of 1-D arrays decorated with :func:`sample_kernel`, and
+the CPU batch kernels above loop over the batch calling them, so both targets run one source.
+Where the CPU needs its own batch-vectorised form (quantum's Thomas sweeps), the per-sample twin
+sits beside it and a test compares the two. ``work`` is a float64 scratch vector of the object's
+``work_size`` entries (0 when absent):
+
+- ``step_one(p, x, c, x_next, work)``, ``step_vjp_one(p, x, c, lam_next, dx, dc, work)``: the
+  batch kernels' meaning for one sample.
+- ``loss_one(p, x) -> float``: the stage loss of one sample (``loss`` is its batch mean).
+- ``loss_grad_one(p, x, scale, gx)``: adds ``scale * d loss_one / dx`` into ``gx``.
+- ``forward_one(theta, spec, x, acts, c, work)``: ``c = f(x)``, keeping in ``acts`` (the
+  controller's ``acts_size(1)`` entries) what the adjoint needs.
+- ``backward_one(theta, spec, x, acts, mu, dx, g, work)``: overwrites ``dx = (df/dx)^T mu`` and
+  adds ``(df/dtheta)^T mu`` into ``g``.
 """
 
 from typing import Protocol, runtime_checkable
@@ -126,6 +142,16 @@ def compile_variant(dispatcher, make_sig, T):
     return dispatcher.overloads[sig.args]
 
 
+def sample_kernel(func):
+    """Decorator for per-sample physics and its helpers: plain scalar and 1-D array code, compiled
+    by Numba for the CPU (inlined into the batch loops that call it) and, when the GPU path calls
+    it, by Numba's CUDA target as a device function. Write it with ``math`` functions, no array
+    allocation and no exceptions, which both targets support."""
+    from numba import njit
+
+    return njit(cache=True, inline="always", error_model="numpy")(func)
+
+
 class ContractError(TypeError):
     """A simulator, controller or kernel that does not meet the contract; the message names it."""
 
@@ -140,6 +166,14 @@ SIGNATURE_TEXT = {
     "vjp": "vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas)",
     "param_grad": "param_grad(theta, spec, xs, acts, deltas, nsteps, g)",
 }
+
+SAMPLE_SIMULATOR_KERNELS = {
+    "step_one": "step_one(p, x, c, x_next, work)",
+    "step_vjp_one": "step_vjp_one(p, x, c, lam_next, dx, dc, work)",
+    "loss_one": "loss_one(p, x) -> float", "loss_grad_one": "loss_grad_one(p, x, scale, gx)"}
+SAMPLE_CONTROLLER_KERNELS = {
+    "forward_one": "forward_one(theta, spec, x, acts, c, work)",
+    "backward_one": "backward_one(theta, spec, x, acts, mu, dx, g, work)"}
 
 
 @runtime_checkable
@@ -252,3 +286,18 @@ def compile_kernel(func, make_sig, T, owner, name):
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ContractError(f"kernel {owner}.{name} does not compile as {SIGNATURE_TEXT[name]} "
                             f"for {T}: {first}") from None
+
+
+def sample_kernels(obj, names):
+    """``{name: function}`` of the per-sample kernels ``names`` (a dict of signature texts) of a
+    simulator or controller, plus its ``work_size``; a :class:`ContractError` names what is
+    missing (the GPU path needs all of them)."""
+    missing = [name for name in names if not callable(getattr(obj, name, None))]
+    if missing:
+        raise ContractError(f"{type(obj).__name__} has no per-sample kernel {missing[0]} (wanted: "
+                            f"{names[missing[0]]}), which the GPU path runs: use --device cpu, or "
+                            "write its physics per sample (see stablebptt.contract)")
+    work = getattr(obj, "work_size", 0)
+    if isinstance(work, bool) or not isinstance(work, (int, np.integer)) or work < 0:
+        raise ContractError(f"{type(obj).__name__}.work_size={work!r} must be an integer >= 0")
+    return {name: getattr(obj, name) for name in names}, int(work)

@@ -12,3 +12,14 @@ def strict_numerics():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def task_registry():
+    """A task registered by one test (an outside task, read back from a run file) stays there."""
+    from stablebptt import tasks
+
+    saved = dict(tasks._registry)
+    yield
+    tasks._registry.clear()
+    tasks._registry.update(saved)

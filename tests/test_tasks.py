@@ -100,8 +100,24 @@ def test_outside_task_gradcheck_passes():
     results = gradcheck_task(register(Pendulum), np.random.default_rng(0))
     assert results and all(r.ok for r in results), format_table(results)
     names = " ".join(r.name for r in results)
-    for kernel in ("step_vjp dx", "step_vjp dc", "loss_grad", "vjp dx", "mode M", "mode C"):
+    for kernel in ("step_vjp dx", "step_vjp dc", "loss_grad", "vjp dx", "mode M", "mode C",
+                   "per-sample step_one", "per-sample backward_one"):
         assert kernel in names
+
+
+def _gradcheck_pendulum_with(name, **kernels):
+    """gradcheck of the example pendulum with some of its simulator's kernels replaced."""
+    from examples import pendulum
+
+    changed_sim = type(f"{name}Sim", (pendulum.PendulumSim,),
+                       {kernel: staticmethod(func) for kernel, func in kernels.items()})
+
+    class Changed(pendulum.Pendulum):
+        def simulator(self, config):
+            return changed_sim(dt=config.dt)
+
+    Changed.name = name
+    return gradcheck_task(register(Changed), np.random.default_rng(0))
 
 
 def test_broken_adjoint_is_caught_and_named():
@@ -115,22 +131,28 @@ def test_broken_adjoint_is_caught_and_named():
         for b in range(x.shape[0]):
             dx[b, 1] *= 1.01  # d omega'/d omega off by 1 %
 
-    class BrokenSim(pendulum.PendulumSim):
-        step_vjp = staticmethod(wrong_step_vjp)
-
-    class Broken(pendulum.Pendulum):
-        name = "broken_pendulum"
-
-        def simulator(self, config):
-            return BrokenSim(dt=config.dt)
-
-    results = gradcheck_task(register(Broken), np.random.default_rng(0))
+    results = _gradcheck_pendulum_with("broken_pendulum", step_vjp=wrong_step_vjp)
     failed = [r for r in results if not r.ok]
     assert failed[0].name.startswith("step_vjp dx (x_next wrt x)"), failed[0].name
     assert "/ d x[" in failed[0].detail and ", 1]" in failed[0].detail, failed[0].detail
     assert not any(r.name.startswith("step_vjp dc") and not r.ok for r in results)
     table = format_table(results)
     assert "FAIL" in table and "worst entry d x_next[" in table
+
+
+def test_a_per_sample_twin_that_drifted_is_caught():
+    """The GPU's per-sample kernels are checked against the CPU's batch kernels, kernel by kernel."""
+    from examples import pendulum
+    from stablebptt.contract import sample_kernel
+
+    @sample_kernel
+    def drifted_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+        pendulum.pendulum_step_vjp_one(p, x, c, lam_next, dx, dc, work)
+        dc[0] *= 1.001
+
+    results = _gradcheck_pendulum_with("drifted_pendulum", step_vjp_one=drifted_step_vjp_one)
+    failed = [r.name for r in results if not r.ok]
+    assert failed == ["per-sample step_vjp_one (dc) = batch kernel"], failed
 
 
 class _Base(Task):
@@ -211,6 +233,9 @@ def test_cli_errors_for_unknown_and_unimportable_tasks(capsys):
     assert "cannot import task module 'nosuch.module'" in capsys.readouterr().err
     assert main(["gradcheck", "examples.pendulum:Nothing"]) == 2
     assert "has no task 'Nothing'" in capsys.readouterr().err
+    from examples.pendulum import Pendulum
+
+    register(Pendulum)
     assert main(["run", "cartpole", "--damping", "0.1"]) == 2  # another task's option, once loaded
     assert "damping=0.1 does not apply to task 'cartpole' (only to pendulum" in capsys.readouterr().err
 

@@ -169,6 +169,72 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
     return results
 
 
+def _named_outputs(x_next, dx, dc, loss, gx, c, dx_ctrl, g):
+    return {"step_one (x_next)": x_next, "step_vjp_one (dx)": dx, "step_vjp_one (dc)": dc,
+            "loss_one (batch mean)": np.array([loss]), "loss_grad_one (gx)": gx,
+            "forward_one (c)": c, "backward_one (dx)": dx_ctrl, "backward_one (g)": g}
+
+
+def kernel_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
+    """What the batch kernels give at a batch ``(x, c)`` with cotangents ``lam`` (of the next
+    state) and ``mu`` (of the control): ``{name: array}`` under the names of the per-sample
+    kernels, the reference for :func:`per_sample_outputs` and for the GPU's device functions."""
+    p = np.ascontiguousarray(sim.params, dtype=np.float64)
+    batch = len(x)
+    x_next, dx, dc, gx = (np.zeros_like(x), np.zeros_like(x), np.zeros_like(c), np.zeros_like(x))
+    sim.step(p, x, c, x_next)
+    sim.step_vjp(p, x, c, lam, dx, dc)
+    sim.loss_grad(p, x, scale, gx)
+    acts = np.zeros(ctrl.acts_size(batch), x.dtype)
+    deltas = np.zeros(ctrl.deltas_size(batch), x.dtype)
+    c_out, dx_ctrl, g = np.zeros_like(c), np.zeros_like(x), np.zeros_like(theta)
+    ctrl.forward(theta, ctrl.spec, x, acts, 0, 1, c_out)
+    ctrl.vjp(theta, ctrl.spec, x, acts, 0, 1, mu, dx_ctrl, deltas)
+    ctrl.param_grad(theta, ctrl.spec, x, acts, deltas, 1, g)
+    return _named_outputs(x_next, dx, dc, sim.loss(p, x), gx, c_out, dx_ctrl, g)
+
+
+def per_sample_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
+    """:func:`kernel_outputs` from the per-sample kernels, called once per sample (on the CPU)."""
+    p = np.ascontiguousarray(sim.params, dtype=np.float64)
+    batch = len(x)
+    x_next, dx, dc, gx = (np.zeros_like(x), np.zeros_like(x), np.zeros_like(c), np.zeros_like(x))
+    c_out, dx_ctrl, g = np.zeros_like(c), np.zeros_like(x), np.zeros_like(theta)
+    work = np.zeros(max(1, getattr(sim, "work_size", 0), getattr(ctrl, "work_size", 0)))
+    acts = np.zeros(max(1, ctrl.acts_size(1)), x.dtype)
+    loss = 0.0
+    for b in range(batch):
+        sim.step_one(p, x[b], c[b], x_next[b], work)
+        sim.step_vjp_one(p, x[b], c[b], lam[b], dx[b], dc[b], work)
+        loss += sim.loss_one(p, x[b]) / batch
+        sim.loss_grad_one(p, x[b], scale / batch, gx[b])
+        ctrl.forward_one(theta, ctrl.spec, x[b], acts, c_out[b], work)
+        ctrl.backward_one(theta, ctrl.spec, x[b], acts, mu[b], dx_ctrl[b], g, work)
+    return _named_outputs(x_next, dx, dc, loss, gx, c_out, dx_ctrl, g)
+
+
+def has_per_sample_kernels(sim, ctrl):
+    """Whether a simulator and controller both have per-sample kernels (the GPU path's)."""
+    from ..contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS
+
+    return (all(callable(getattr(sim, n, None)) for n in SAMPLE_SIMULATOR_KERNELS)
+            and all(callable(getattr(ctrl, n, None)) for n in SAMPLE_CONTROLLER_KERNELS))
+
+
+def check_per_sample(sim, ctrl, theta, x, c, rng, tolerance=1e-12):
+    """The per-sample kernels against the batch kernels, kernel by kernel, at ``(x, c)`` with
+    random cotangents: the check that a twin (a per-sample form beside a batch-vectorised one)
+    has not drifted, and that the batch loops call the per-sample code as meant."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    lam, mu = rng.standard_normal(x.shape), rng.standard_normal(c.shape)
+    batch = kernel_outputs(sim, ctrl, theta, x, c, lam, mu)
+    single = per_sample_outputs(sim, ctrl, theta, x, c, lam, mu)
+    return [CheckResult(f"per-sample {name} = batch kernel", relative_error(single[name], batch[name]),
+                        tolerance) for name in batch]
+
+
 def frozen_loss(problem, theta, frozen_states, mode):
     """The function whose exact gradient mode ``mode`` is, for the frozen trajectory ``frozen_states``.
 

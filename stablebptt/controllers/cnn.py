@@ -14,21 +14,20 @@ scratch region for the copied windows (reused by every call, so no kernel alloca
 cotangents are ``d1, d2`` of the shapes of ``H1, H2`` plus ``d3 (rows, 1)``.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-from ..contract import forward_sig, kernel, param_grad_sig, vjp_sig
+from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
 from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
+@sample_kernel
 def cnn_layout(spec):
-    """``(nx, width, dense_bias, p1, p2)`` and the parameter offsets of each array.
-
-    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
-    """
+    """``(nx, width, dense_bias, p1, p2)`` and the parameter offsets of each array."""
     nx, w, bias, p1, p2 = spec[0], spec[1], spec[2], spec[3], spec[4]
     k1 = 0
     b1 = k1 + 6 * w
@@ -38,8 +37,6 @@ def cnn_layout(spec):
     b3 = k3 + p2 * w
     return nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3
 
-
-_layout = njit(cache=True, inline="always", error_model="numpy")(cnn_layout)
 
 
 @njit(cache=True, error_model="numpy")
@@ -76,7 +73,7 @@ def _scratch(acts, rows, p1, p2, w, n_rows, n_cols):
 
 @kernel(forward_sig)
 def cnn_forward(theta, spec, x, acts, n, nsteps, c):
-    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
     batch = x.shape[0]
     rows = nsteps * batch
     win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
@@ -96,7 +93,7 @@ def cnn_forward(theta, spec, x, acts, n, nsteps, c):
 
 @kernel(vjp_sig)
 def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
-    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
     batch = x.shape[0]
     rows = nsteps * batch
     off2 = rows * p1 * w
@@ -125,7 +122,7 @@ def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
 
 @kernel(param_grad_sig)
 def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
-    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = _layout(spec)
+    nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
     rows = xs.shape[0]
     off2 = rows * p1 * w
     off3 = off2 + rows * p2 * w
@@ -147,6 +144,68 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         add_column_sums(d3, g[b3:b3 + 1])
 
 
+# ---- the per-sample twins of the batch (im2col + BLAS) kernels above, for the GPU path ----
+
+
+@sample_kernel
+def cnn_forward_one(theta, spec, x, acts, c, work):
+    """One state through the CNN; ``acts`` holds H1 (p1*W) then H2 (p2*W)."""
+    _, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
+    for q in range(p1):
+        for o in range(w):
+            z = theta[b1 + o]
+            for i in range(6):
+                z += x[4 * q + i] * theta[k1 + i * w + o]
+            acts[q * w + o] = math.tanh(z)
+    h2 = p1 * w
+    for q in range(p2):
+        for o in range(w):
+            z = theta[b2 + o]
+            for i in range(3 * w):
+                z += acts[2 * q * w + i] * theta[k2 + i * w + o]
+            acts[h2 + q * w + o] = math.tanh(z)
+    z = theta[b3] if bias else 0.0
+    for i in range(p2 * w):
+        z += acts[h2 + i] * theta[k3 + i]
+    c[0] = z
+
+
+@sample_kernel
+def cnn_backward_one(theta, spec, x, acts, mu, dx, g, work):
+    """``work`` holds the layers' cotangents d1 (p1*W) and d2 (p2*W)."""
+    _, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
+    h2 = p1 * w
+    d1 = work[0:p1 * w]
+    d2 = work[p1 * w:(p1 + p2) * w]
+    m = mu[0]
+    if bias:
+        g[b3] += m
+    for i in range(p2 * w):
+        h = acts[h2 + i]
+        g[k3 + i] += h * m
+        d2[i] = theta[k3 + i] * m * (1.0 - h * h)
+    for i in range(p1 * w):
+        d1[i] = 0.0
+    for q in range(p2):
+        for o in range(w):
+            d = d2[q * w + o]
+            g[b2 + o] += d
+            for i in range(3 * w):
+                g[k2 + i * w + o] += acts[2 * q * w + i] * d
+                d1[2 * q * w + i] += theta[k2 + i * w + o] * d
+    for i in range(p1 * w):
+        d1[i] *= 1.0 - acts[i] * acts[i]
+    for i in range(x.shape[0]):
+        dx[i] = 0.0
+    for q in range(p1):
+        for o in range(w):
+            d = d1[q * w + o]
+            g[b1 + o] += d
+            for i in range(6):
+                g[k1 + i * w + o] += x[4 * q + i] * d
+                dx[4 * q + i] += theta[k1 + i * w + o] * d
+
+
 @dataclass(frozen=True)
 class CNN(FlatParameters):
     """The reference's CNN for states of ``nx`` complex points; ``width`` filters per layer.
@@ -163,6 +222,8 @@ class CNN(FlatParameters):
     forward = staticmethod(cnn_forward)
     vjp = staticmethod(cnn_vjp)
     param_grad = staticmethod(cnn_param_grad)
+    forward_one = staticmethod(cnn_forward_one)
+    backward_one = staticmethod(cnn_backward_one)
     n_outputs = 1
 
     def __post_init__(self):
@@ -202,6 +263,11 @@ class CNN(FlatParameters):
 
     def deltas_size(self, rows):
         return rows * (sum(self.lengths) * self.width + 1)
+
+    @property
+    def work_size(self):
+        """Per-sample scratch of ``backward_one``: the two layers' cotangents."""
+        return sum(self.lengths) * self.width
 
     def init(self, rng, dtype=np.float32):
         """Glorot-uniform kernels (Keras fans: receptive field x channels), zero biases."""

@@ -9,17 +9,18 @@ time steps is one matrix product per layer: hidden activations of layer ``k`` fo
 rows ``n*B .. (n+1)*B`` of a contiguous ``(nsteps*B, size_k)`` block.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-from ..contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
 from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@sample_kernel
 def _param_offset(spec, layer):
     use_bias = spec[1]
     off = 0
@@ -106,6 +107,72 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
             h_prev = acts[d0:d0 + rows * n_out].reshape(rows, n_out)
 
 
+# ---- the per-sample twins of the batch (BLAS) kernels above, for the GPU path ----
+
+
+@sample_kernel
+def mlp_forward_one(theta, spec, x, acts, c, work):
+    """One sample through the MLP; hidden activations to ``acts`` (the layers one after another)."""
+    n_layers = spec[0]
+    use_bias = spec[1]
+    p0 = 0
+    a_in = -1  # offset of the layer input in acts (-1: the state x)
+    a_out = 0
+    for k in range(1, n_layers + 1):
+        n_in, n_out = spec[1 + k], spec[2 + k]
+        for j in range(n_out):
+            z = theta[p0 + n_in * n_out + j] if use_bias else 0.0
+            for i in range(n_in):
+                h = x[i] if a_in < 0 else acts[a_in + i]
+                z += h * theta[p0 + i * n_out + j]
+            if k < n_layers:
+                acts[a_out + j] = math.tanh(z)
+            else:
+                c[j] = z
+        p0 += n_in * n_out + use_bias * n_out
+        a_in = a_out
+        a_out += n_out
+
+
+@sample_kernel
+def mlp_backward_one(theta, spec, x, acts, mu, dx, g, work):
+    """``work`` holds two layers' cotangents (2 x the widest layer)."""
+    n_layers = spec[0]
+    use_bias = spec[1]
+    widest = 0
+    for k in range(n_layers + 1):
+        widest = max(widest, spec[2 + k])
+    delta = work[:widest]
+    delta_prev = work[widest:2 * widest]
+    for j in range(spec[2 + n_layers]):
+        delta[j] = mu[j]
+    p0 = _param_offset(spec, n_layers)
+    a_out = 0  # end of this layer's input activations
+    for k in range(1, n_layers):
+        a_out += spec[2 + k]
+    for k in range(n_layers, 0, -1):
+        n_in, n_out = spec[1 + k], spec[2 + k]
+        a_in = a_out - n_in  # this layer's input activations (k > 1)
+        if use_bias:
+            for j in range(n_out):
+                g[p0 + n_in * n_out + j] += delta[j]
+        for i in range(n_in):
+            h = x[i] if k == 1 else acts[a_in + i]
+            s = 0.0
+            for j in range(n_out):
+                g[p0 + i * n_out + j] += h * delta[j]
+                s += theta[p0 + i * n_out + j] * delta[j]
+            if k == 1:
+                dx[i] = s
+            else:
+                delta_prev[i] = s * (1.0 - h * h)
+        if k > 1:
+            for i in range(n_in):
+                delta[i] = delta_prev[i]
+            a_out = a_in
+            p0 = _param_offset(spec, k - 1)
+
+
 @dataclass(frozen=True)
 class MLP(FlatParameters):
     """A tanh multilayer perceptron ``n_inputs -> width x depth -> n_outputs``.
@@ -131,6 +198,8 @@ class MLP(FlatParameters):
     forward = staticmethod(mlp_forward)
     vjp = staticmethod(mlp_vjp)
     param_grad = staticmethod(mlp_param_grad)
+    forward_one = staticmethod(mlp_forward_one)
+    backward_one = staticmethod(mlp_backward_one)
 
     @property
     def sizes(self):
@@ -159,6 +228,11 @@ class MLP(FlatParameters):
 
     def deltas_size(self, rows):
         return rows * (self.width * self.depth + self.n_outputs)
+
+    @property
+    def work_size(self):
+        """Per-sample scratch of ``backward_one``: two layers' cotangents."""
+        return 2 * max(self.sizes)
 
     def init(self, rng, dtype=np.float32):
         """Glorot-uniform kernels and zero biases, drawn from the numpy Generator ``rng``."""

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import kernel, forward_sig, param_grad_sig, vjp_sig
+from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
 from ._params import FlatParameters
 
 
@@ -29,6 +29,18 @@ def quadratic_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         g[1] += xs[r, 0] * deltas[r]
 
 
+@sample_kernel
+def quadratic_forward_one(theta, spec, x, acts, c, work):
+    c[0] = theta[0] * x[0] ** 2 + theta[1] * x[0]
+
+
+@sample_kernel
+def quadratic_backward_one(theta, spec, x, acts, mu, dx, g, work):
+    dx[0] = (2.0 * theta[0] * x[0] + theta[1]) * mu[0]
+    g[0] += x[0] ** 2 * mu[0]
+    g[1] += x[0] * mu[0]
+
+
 @dataclass(frozen=True)
 class Quadratic(FlatParameters):
     """``f(x) = t1 x^2 + t2 x`` of a scalar state, the paper's Figure 1 controller."""
@@ -40,6 +52,8 @@ class Quadratic(FlatParameters):
     forward = staticmethod(quadratic_forward)
     vjp = staticmethod(quadratic_vjp)
     param_grad = staticmethod(quadratic_param_grad)
+    forward_one = staticmethod(quadratic_forward_one)
+    backward_one = staticmethod(quadratic_backward_one)
 
     def acts_size(self, rows):
         return 0
@@ -77,6 +91,20 @@ def constant_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
             g[i] += deltas[r * dim + i]
 
 
+@sample_kernel
+def constant_forward_one(theta, spec, x, acts, c, work):
+    for i in range(c.shape[0]):
+        c[i] = theta[i]
+
+
+@sample_kernel
+def constant_backward_one(theta, spec, x, acts, mu, dx, g, work):
+    for i in range(dx.shape[0]):
+        dx[i] = 0.0
+    for i in range(mu.shape[0]):
+        g[i] += mu[i]
+
+
 @dataclass(frozen=True)
 class Constant(FlatParameters):
     """An open-loop control that ignores the state: ``f(x) = theta`` (``n_outputs`` parameters)."""
@@ -88,6 +116,8 @@ class Constant(FlatParameters):
     forward = staticmethod(constant_forward)
     vjp = staticmethod(constant_vjp)
     param_grad = staticmethod(constant_param_grad)
+    forward_one = staticmethod(constant_forward_one)
+    backward_one = staticmethod(constant_backward_one)
 
     def layer_shapes(self):
         return [("theta", (self.n_outputs,))]

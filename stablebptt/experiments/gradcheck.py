@@ -1,40 +1,48 @@
 """``stablebptt gradcheck``: every kernel and gradient mode of a task against finite differences.
 
 Generic over the task registry: for each of a task's ``gradcheck_settings`` (small runs), the
-simulator's kernels at the task's ``gradcheck_inputs``, the controller's adjoint, and every
-gradient mode for the FINAL and the CONTINUOUS loss, all in float64; then the task's own
-``extra_checks``. A failing row names the kernel, the input component and the size of the error.
+simulator's kernels at the task's ``gradcheck_inputs``, the controller's adjoint, the per-sample
+kernels (the GPU path's) against the batch kernels, and every gradient mode for the FINAL and the
+CONTINUOUS loss, all in float64; then the task's own ``extra_checks``. A failing row names the kernel, the input component and the size of the error.
 """
 
 import numpy as np
 
-from ..adjoint.check import CheckResult, check_controller, check_modes, check_simulator
+from ..adjoint.check import (CheckResult, check_controller, check_modes, check_per_sample,
+                             check_simulator, has_per_sample_kernels)
 from ..adjoint.engine import Problem
 from .presets import build_controller, build_simulator, preset, preset_config
 
 GRADCHECK_BATCH = 3
 
 
-def gradcheck_task(task, rng, batch=GRADCHECK_BATCH):
-    """The check results of one registered task, labelled by the settings they ran at."""
-    results = []
+def small_runs(task, batch=GRADCHECK_BATCH, width=16):
+    """``(label, config, simulator, controller)`` of each of a task's ``gradcheck_settings``: small
+    float64 runs at the preset's time step, labelled by their settings."""
     for settings in task.gradcheck_settings:
         overrides = dict(dtype="float64", n_data=batch, batch_size=batch,
                          n_steps=task.gradcheck_steps)
         if "width" not in task.ignores:
-            overrides["width"] = 16
+            overrides["width"] = width
         overrides.update(settings)
         overrides.setdefault("time", preset_config(task).dt * overrides["n_steps"])  # preset's dt
         config = preset(task, **overrides)
-        label = " ".join(f"{k}={v}" for k, v in settings.items())
         sim = build_simulator(config)
-        ctrl = build_controller(config, sim)
+        yield " ".join(f"{k}={v}" for k, v in settings.items()), config, sim, build_controller(config, sim)
+
+
+def gradcheck_task(task, rng, batch=GRADCHECK_BATCH):
+    """The check results of one registered task, labelled by the settings they ran at."""
+    results = []
+    for label, config, sim, ctrl in small_runs(task, batch):
         inputs = task.gradcheck_inputs(sim, config.batch_size, rng)
         for input_label, x, c in inputs:
             results += _prefixed(_join(label, input_label), check_simulator(sim, x, c, rng))
         x = inputs[0][1]
         theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
         results += _prefixed(label, check_controller(ctrl, theta, x, rng))
+        if has_per_sample_kernels(sim, ctrl):
+            results += _prefixed(label, check_per_sample(sim, ctrl, theta, x, inputs[0][2], rng))
         for loss_mode in ("FINAL", "CONTINUOUS"):
             problem = Problem(sim, ctrl, config.n_steps, loss_mode, rho=config.rho)
             results += _prefixed(_join(label, loss_mode),

@@ -11,19 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numba import njit
-
-from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig, step_vjp_sig
 
 # indices into the parameter vector
 _G, _M_POLE, _M_TOTAL, _LENGTH, _DT = range(5)
 
 
+@sample_kernel
 def pole_acceleration(th, td, force, g, m, total_mass, length):
-    """One pole's angular acceleration and the intermediates its adjoint reuses.
-
-    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
-    """
+    """One pole's angular acceleration and the intermediates its adjoint reuses."""
     cos = math.cos(th)
     sin = math.sin(th)
     sintd2 = sin * td * td
@@ -33,6 +29,7 @@ def pole_acceleration(th, td, force, g, m, total_mass, length):
     return cos, sin, sintd2, a, bb, tdd
 
 
+@sample_kernel
 def pole_adjoint(forward, td, lam_th, lam_td, g_csum, g, m, total_mass, length, dt):
     """Adjoint of one pole's update: the cotangents of (theta, theta_dot) and the pole's share of
     the force cotangent, given the new state's cotangents, that of the cart's pole sum, and the
@@ -65,76 +62,97 @@ def pole_adjoint(forward, td, lam_th, lam_td, g_csum, g, m, total_mass, length, 
     return g_th, g_td, g_force
 
 
-_pole_acceleration = njit(cache=True, inline="always", error_model="numpy")(pole_acceleration)
-_pole_adjoint = njit(cache=True, inline="always", error_model="numpy")(pole_adjoint)
+# ---- the physics of one sample (run by the CPU batch loops below and by the GPU threads) ----
+
+
+@sample_kernel
+def cartpole_step_one(p, x, c, x_next, work):
+    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
+    force = c[0]
+    csum = 0.0
+    for i in range(x.shape[0] // 2 - 1):
+        th, td = x[2 + 2 * i], x[3 + 2 * i]
+        cos, sin, sintd2, a, bb, tdd = pole_acceleration(th, td, force, g, m, total_mass, length)
+        csum += sintd2 - tdd * cos
+        td_new = td + dt * tdd
+        x_next[3 + 2 * i] = td_new
+        x_next[2 + 2 * i] = th + dt * td_new
+    xdd = (force + m * length * csum) / total_mass
+    xd_new = x[1] + dt * xdd
+    x_next[1] = xd_new
+    x_next[0] = x[0] + dt * xd_new
+
+
+@sample_kernel
+def cartpole_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
+    force = c[0]
+    # cart: x_new = x + dt*xd_new, xd_new = xd + dt*xdd
+    g_xd_new = lam_next[1] + dt * lam_next[0]
+    dx[0] = lam_next[0]
+    dx[1] = g_xd_new
+    g_xdd = dt * g_xd_new
+    g_force = g_xdd / total_mass
+    g_csum = m * length * g_xdd / total_mass
+    for i in range(x.shape[0] // 2 - 1):
+        th, td = x[2 + 2 * i], x[3 + 2 * i]
+        forward = pole_acceleration(th, td, force, g, m, total_mass, length)
+        g_th, g_td, g_force_pole = pole_adjoint(forward, td, lam_next[2 + 2 * i],
+                                                lam_next[3 + 2 * i], g_csum, g, m, total_mass,
+                                                length, dt)
+        dx[2 + 2 * i] = g_th
+        dx[3 + 2 * i] = g_td
+        g_force += g_force_pole
+    dc[0] = g_force
+
+
+@sample_kernel
+def cartpole_loss_one(p, x):
+    """1 - mean cos(theta) over the poles (0 when all poles stand upright)."""
+    n_poles = x.shape[0] // 2 - 1
+    total = 0.0
+    for i in range(n_poles):
+        total += math.cos(x[2 + 2 * i])
+    return 1.0 - total / n_poles
+
+
+@sample_kernel
+def cartpole_loss_grad_one(p, x, scale, gx):
+    n_poles = x.shape[0] // 2 - 1
+    for i in range(n_poles):
+        gx[2 + 2 * i] += scale / n_poles * math.sin(x[2 + 2 * i])
+
+
+# ---- the CPU batch kernels: the per-sample physics once per sample ----
 
 
 @kernel(step_sig)
 def cartpole_step(p, x, c, x_next):
-    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
-    ml = m * length
-    n_poles = x.shape[1] // 2 - 1
+    work = np.empty(0)
     for b in range(x.shape[0]):
-        force = c[b, 0]
-        csum = 0.0
-        for i in range(n_poles):
-            th = x[b, 2 + 2 * i]
-            td = x[b, 3 + 2 * i]
-            cos, sin, sintd2, a, bb, tdd = _pole_acceleration(th, td, force, g, m, total_mass, length)
-            csum += sintd2 - tdd * cos
-            td_new = td + dt * tdd
-            x_next[b, 3 + 2 * i] = td_new
-            x_next[b, 2 + 2 * i] = th + dt * td_new
-        xdd = (force + ml * csum) / total_mass
-        xd_new = x[b, 1] + dt * xdd
-        x_next[b, 1] = xd_new
-        x_next[b, 0] = x[b, 0] + dt * xd_new
+        cartpole_step_one(p, x[b], c[b], x_next[b], work)
 
 
 @kernel(step_vjp_sig)
 def cartpole_step_vjp(p, x, c, lam_next, dx, dc):
-    g, m, total_mass, length, dt = p[_G], p[_M_POLE], p[_M_TOTAL], p[_LENGTH], p[_DT]
-    ml = m * length
-    n_poles = x.shape[1] // 2 - 1
+    work = np.empty(0)
     for b in range(x.shape[0]):
-        force = c[b, 0]
-        # cart: x_new = x + dt*xd_new, xd_new = xd + dt*xdd
-        g_xd_new = lam_next[b, 1] + dt * lam_next[b, 0]
-        dx[b, 0] = lam_next[b, 0]
-        dx[b, 1] = g_xd_new
-        g_xdd = dt * g_xd_new
-        g_force = g_xdd / total_mass
-        g_csum = ml * g_xdd / total_mass
-        for i in range(n_poles):
-            th, td = x[b, 2 + 2 * i], x[b, 3 + 2 * i]
-            forward = _pole_acceleration(th, td, force, g, m, total_mass, length)
-            g_th, g_td, g_force_pole = _pole_adjoint(forward, td, lam_next[b, 2 + 2 * i],
-                                                     lam_next[b, 3 + 2 * i], g_csum, g, m,
-                                                     total_mass, length, dt)
-            dx[b, 2 + 2 * i] = g_th
-            dx[b, 3 + 2 * i] = g_td
-            g_force += g_force_pole
-        dc[b, 0] = g_force
+        cartpole_step_vjp_one(p, x[b], c[b], lam_next[b], dx[b], dc[b], work)
 
 
 @kernel(loss_sig)
 def cartpole_loss(p, x):
-    """1 - mean cos(theta) over the batch and the poles (0 when all poles stand upright)."""
-    n_poles = x.shape[1] // 2 - 1
+    """The batch mean of :func:`cartpole_loss_one`."""
     total = 0.0
     for b in range(x.shape[0]):
-        for i in range(n_poles):
-            total += np.cos(x[b, 2 + 2 * i])
-    return 1.0 - total / (x.shape[0] * n_poles)
+        total += cartpole_loss_one(p, x[b])
+    return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def cartpole_loss_grad(p, x, scale, gx):
-    n_poles = x.shape[1] // 2 - 1
-    w = scale / (x.shape[0] * n_poles)
     for b in range(x.shape[0]):
-        for i in range(n_poles):
-            gx[b, 2 + 2 * i] += w * np.sin(x[b, 2 + 2 * i])
+        cartpole_loss_grad_one(p, x[b], scale / x.shape[0], gx[b])
 
 
 @dataclass(frozen=True)
@@ -157,6 +175,11 @@ class CartPole:
     step_vjp = staticmethod(cartpole_step_vjp)
     loss = staticmethod(cartpole_loss)
     loss_grad = staticmethod(cartpole_loss_grad)
+    step_one = staticmethod(cartpole_step_one)
+    step_vjp_one = staticmethod(cartpole_step_vjp_one)
+    loss_one = staticmethod(cartpole_loss_one)
+    loss_grad_one = staticmethod(cartpole_loss_grad_one)
+    work_size = 0
 
     def __post_init__(self):
         if self.poles < 1:

@@ -13,12 +13,12 @@ Pair forces have the form ``phi(d) r`` with ``d = eps + |r|``:
 - friction ``-c_fric v`` on both (the reference's ``c_drive`` is unused, so it is absent here).
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig, step_vjp_sig
 
 # parameter vector layout
 (_DT, _N_DRIVERS, _EPS, _C_EVADE, _C_FRIC_EV, _C_FLOCK, _D_FLOCK, _C_SPREAD, _C_FRIC_DR,
@@ -26,11 +26,9 @@ from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
 SPREAD, EVADE, FLOCK = 0, 1, 2  # pair-force kinds
 
 
+@sample_kernel
 def radial_profile(kind, d, d_flock):
-    """The radial profile of a pair force and its derivative in ``d``.
-
-    Plain scalar code, compiled here for the CPU and in :mod:`stablebptt.cuda.engine` for the GPU.
-    """
+    """The radial profile of a pair force and its derivative in ``d``."""
     if kind == SPREAD:
         return 1.0 / (d * d), -2.0 / (d * d * d)
     if kind == EVADE:
@@ -38,166 +36,186 @@ def radial_profile(kind, d, d_flock):
     return (d_flock / d - 1.0) / d, -2.0 * d_flock / (d * d * d) + 1.0 / (d * d)
 
 
-_phi = njit(cache=True, inline="always", error_model="numpy")(radial_profile)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
+@sample_kernel
 def _pair_force(kind, rx, ry, eps, d_flock):
-    norm = np.sqrt(rx * rx + ry * ry)
-    phi, _ = _phi(kind, eps + norm, d_flock)
+    norm = math.sqrt(rx * rx + ry * ry)
+    phi, _ = radial_profile(kind, eps + norm, d_flock)
     return phi * rx, phi * ry
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _pair_force_vjp(kind, rx, ry, wx, wy, eps, d_flock):
-    """Cotangent of ``r`` for ``F = phi(eps + |r|) r`` and the force cotangent ``w``."""
-    norm = np.sqrt(rx * rx + ry * ry)
-    phi, dphi = _phi(kind, eps + norm, d_flock)
+@sample_kernel
+def _pair_force_vjp_scatter(kind, x, dx, i, k, wx, wy, eps, d_flock):
+    """Adjoint of a force ``phi(eps + |r|) r``, ``r = x_i - x_k``, with cotangent ``w``: the
+    cotangent of ``r`` added to agent i's position and subtracted from agent k's."""
+    rx, ry = x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1]
+    norm = math.sqrt(rx * rx + ry * ry)
+    phi, dphi = radial_profile(kind, eps + norm, d_flock)
     gx, gy = phi * wx, phi * wy
     if norm > 0.0:  # d|r|/dr = r/|r|; at r = 0 the radial term vanishes with r
         radial = dphi * (rx * wx + ry * wy) / norm
         gx += radial * rx
         gy += radial * ry
-    return gx, gy
+    dx[4 * i] += gx
+    dx[4 * i + 1] += gy
+    dx[4 * k] -= gx
+    dx[4 * k + 1] -= gy
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _pair_force_vjp_scatter(kind, x, dx, b, i, k, wx, wy, eps, d_flock):
-    """Adjoint of a force ``phi(d) (x_i - x_k)`` with cotangent ``w``: into ``dx`` of agents i, k."""
-    rx, ry = _pair_force_vjp(kind, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
-                             wx, wy, eps, d_flock)
-    dx[b, 4 * i] += rx
-    dx[b, 4 * i + 1] += ry
-    dx[b, 4 * k] -= rx
-    dx[b, 4 * k + 1] -= ry
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _accelerations(p, x, c, b, acc):
-    """Accelerations of all agents of sample ``b`` into ``acc`` (agents, 2)."""
+@sample_kernel
+def _accelerations(p, x, c, acc):
+    """Accelerations of all agents of one sample into ``acc`` (2 per agent)."""
     n_dr = int(p[_N_DRIVERS])
-    n_agents = x.shape[1] // 4
+    n_agents = x.shape[0] // 4
     eps, d_flock = p[_EPS], p[_D_FLOCK]
     cx, cy = 0.0, 0.0
     for k in range(n_dr, n_agents):
-        cx += x[b, 4 * k]
-        cy += x[b, 4 * k + 1]
+        cx += x[4 * k]
+        cy += x[4 * k + 1]
     for j in range(n_dr):
-        vx, vy = x[b, 4 * j] - cx, x[b, 4 * j + 1] - cy
-        c0, c1 = c[b, 2 * j], c[b, 2 * j + 1]
-        ax = c0 * vx - c1 * vy - p[_C_FRIC_DR] * x[b, 4 * j + 2]
-        ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[b, 4 * j + 3]
+        vx, vy = x[4 * j] - cx, x[4 * j + 1] - cy
+        c0, c1 = c[2 * j], c[2 * j + 1]
+        ax = c0 * vx - c1 * vy - p[_C_FRIC_DR] * x[4 * j + 2]
+        ay = c0 * vy + c1 * vx - p[_C_FRIC_DR] * x[4 * j + 3]
         for i in range(n_dr):
             if i != j:
-                fx, fy = _pair_force(SPREAD, x[b, 4 * j] - x[b, 4 * i],
-                                     x[b, 4 * j + 1] - x[b, 4 * i + 1], eps, d_flock)
+                fx, fy = _pair_force(SPREAD, x[4 * j] - x[4 * i], x[4 * j + 1] - x[4 * i + 1], eps,
+                                     d_flock)
                 ax += p[_C_SPREAD] * fx
                 ay += p[_C_SPREAD] * fy
-        acc[j, 0], acc[j, 1] = ax, ay
+        acc[2 * j], acc[2 * j + 1] = ax, ay
     for k in range(n_dr, n_agents):
-        ax = -p[_C_FRIC_EV] * x[b, 4 * k + 2]
-        ay = -p[_C_FRIC_EV] * x[b, 4 * k + 3]
+        ax = -p[_C_FRIC_EV] * x[4 * k + 2]
+        ay = -p[_C_FRIC_EV] * x[4 * k + 3]
         for i in range(n_dr):
-            fx, fy = _pair_force(EVADE, x[b, 4 * i] - x[b, 4 * k], x[b, 4 * i + 1] - x[b, 4 * k + 1],
-                                 eps, d_flock)
+            fx, fy = _pair_force(EVADE, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1], eps, d_flock)
             ax += p[_C_EVADE] * fx
             ay += p[_C_EVADE] * fy
         for i in range(n_dr, n_agents):
             if i != k:
-                fx, fy = _pair_force(FLOCK, x[b, 4 * i] - x[b, 4 * k],
-                                     x[b, 4 * i + 1] - x[b, 4 * k + 1], eps, d_flock)
+                fx, fy = _pair_force(FLOCK, x[4 * i] - x[4 * k], x[4 * i + 1] - x[4 * k + 1], eps,
+                                     d_flock)
                 ax += p[_C_FLOCK] * fx
                 ay += p[_C_FLOCK] * fy
-        acc[k, 0], acc[k, 1] = ax, ay
+        acc[2 * k], acc[2 * k + 1] = ax, ay
+
+
+# ---- the physics of one sample (run by the CPU batch loops below and by the GPU threads) ----
+
+
+@sample_kernel
+def guidance_step_one(p, x, c, x_next, work):
+    """``work`` holds the agents' accelerations (2 per agent)."""
+    dt = p[_DT]
+    _accelerations(p, x, c, work)
+    for a in range(x.shape[0] // 4):
+        x_next[4 * a] = x[4 * a] + dt * x[4 * a + 2]
+        x_next[4 * a + 1] = x[4 * a + 1] + dt * x[4 * a + 3]
+        x_next[4 * a + 2] = x[4 * a + 2] + dt * work[2 * a]
+        x_next[4 * a + 3] = x[4 * a + 3] + dt * work[2 * a + 1]
+
+
+@sample_kernel
+def guidance_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+    dt = p[_DT]
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    # x' = x + dt v (old v), v' = v + dt a(x, v, c)
+    for a in range(n_agents):
+        dx[4 * a] = lam_next[4 * a]
+        dx[4 * a + 1] = lam_next[4 * a + 1]
+        dx[4 * a + 2] = lam_next[4 * a + 2] + dt * lam_next[4 * a]
+        dx[4 * a + 3] = lam_next[4 * a + 3] + dt * lam_next[4 * a + 1]
+    cx, cy = 0.0, 0.0
+    for k in range(n_dr, n_agents):
+        cx += x[4 * k]
+        cy += x[4 * k + 1]
+    g_cx, g_cy = 0.0, 0.0  # cotangent of the evaders' position sum
+    for j in range(n_dr):
+        gax, gay = dt * lam_next[4 * j + 2], dt * lam_next[4 * j + 3]
+        dx[4 * j + 2] -= p[_C_FRIC_DR] * gax
+        dx[4 * j + 3] -= p[_C_FRIC_DR] * gay
+        # control force c0 v + c1 rot90(v), v = x_j - sum of evaders
+        vx, vy = x[4 * j] - cx, x[4 * j + 1] - cy
+        c0, c1 = c[2 * j], c[2 * j + 1]
+        dc[2 * j] = gax * vx + gay * vy
+        dc[2 * j + 1] = -gax * vy + gay * vx
+        gvx = c0 * gax + c1 * gay
+        gvy = c0 * gay - c1 * gax
+        dx[4 * j] += gvx
+        dx[4 * j + 1] += gvy
+        g_cx -= gvx
+        g_cy -= gvy
+        for i in range(n_dr):
+            if i != j:
+                _pair_force_vjp_scatter(SPREAD, x, dx, j, i, p[_C_SPREAD] * gax,
+                                        p[_C_SPREAD] * gay, eps, d_flock)
+    for k in range(n_dr, n_agents):
+        gax, gay = dt * lam_next[4 * k + 2], dt * lam_next[4 * k + 3]
+        dx[4 * k] += g_cx
+        dx[4 * k + 1] += g_cy
+        dx[4 * k + 2] -= p[_C_FRIC_EV] * gax
+        dx[4 * k + 3] -= p[_C_FRIC_EV] * gay
+        for i in range(n_dr):
+            _pair_force_vjp_scatter(EVADE, x, dx, i, k, p[_C_EVADE] * gax, p[_C_EVADE] * gay,
+                                    eps, d_flock)
+        for i in range(n_dr, n_agents):
+            if i != k:
+                _pair_force_vjp_scatter(FLOCK, x, dx, i, k, p[_C_FLOCK] * gax,
+                                        p[_C_FLOCK] * gay, eps, d_flock)
+
+
+@sample_kernel
+def guidance_loss_one(p, x):
+    """Mean squared distance of the evaders to the target (mean over evaders and axes)."""
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    total = 0.0
+    for k in range(n_dr, n_agents):
+        total += (x[4 * k] - p[_TARGET_X]) ** 2 + (x[4 * k + 1] - p[_TARGET_Y]) ** 2
+    return total / ((n_agents - n_dr) * 2)
+
+
+@sample_kernel
+def guidance_loss_grad_one(p, x, scale, gx):
+    n_dr = int(p[_N_DRIVERS])
+    n_agents = x.shape[0] // 4
+    w = 2.0 * scale / ((n_agents - n_dr) * 2)
+    for k in range(n_dr, n_agents):
+        gx[4 * k] += w * (x[4 * k] - p[_TARGET_X])
+        gx[4 * k + 1] += w * (x[4 * k + 1] - p[_TARGET_Y])
+
+
+# ---- the CPU batch kernels: the per-sample physics once per sample ----
 
 
 @kernel(step_sig)
 def guidance_step(p, x, c, x_next):
-    dt = p[_DT]
-    n_agents = x.shape[1] // 4
-    acc = np.empty((n_agents, 2))
+    work = np.empty(x.shape[1] // 2)
     for b in range(x.shape[0]):
-        _accelerations(p, x, c, b, acc)
-        for a in range(n_agents):
-            x_next[b, 4 * a] = x[b, 4 * a] + dt * x[b, 4 * a + 2]
-            x_next[b, 4 * a + 1] = x[b, 4 * a + 1] + dt * x[b, 4 * a + 3]
-            x_next[b, 4 * a + 2] = x[b, 4 * a + 2] + dt * acc[a, 0]
-            x_next[b, 4 * a + 3] = x[b, 4 * a + 3] + dt * acc[a, 1]
+        guidance_step_one(p, x[b], c[b], x_next[b], work)
 
 
 @kernel(step_vjp_sig)
 def guidance_step_vjp(p, x, c, lam_next, dx, dc):
-    dt = p[_DT]
-    n_dr = int(p[_N_DRIVERS])
-    n_agents = x.shape[1] // 4
-    eps, d_flock = p[_EPS], p[_D_FLOCK]
+    work = np.empty(0)
     for b in range(x.shape[0]):
-        # x' = x + dt v (old v), v' = v + dt a(x, v, c)
-        for a in range(n_agents):
-            dx[b, 4 * a] = lam_next[b, 4 * a]
-            dx[b, 4 * a + 1] = lam_next[b, 4 * a + 1]
-            dx[b, 4 * a + 2] = lam_next[b, 4 * a + 2] + dt * lam_next[b, 4 * a]
-            dx[b, 4 * a + 3] = lam_next[b, 4 * a + 3] + dt * lam_next[b, 4 * a + 1]
-        cx, cy = 0.0, 0.0
-        for k in range(n_dr, n_agents):
-            cx += x[b, 4 * k]
-            cy += x[b, 4 * k + 1]
-        g_cx, g_cy = 0.0, 0.0  # cotangent of the evaders' position sum
-        for j in range(n_dr):
-            gax, gay = dt * lam_next[b, 4 * j + 2], dt * lam_next[b, 4 * j + 3]
-            dx[b, 4 * j + 2] -= p[_C_FRIC_DR] * gax
-            dx[b, 4 * j + 3] -= p[_C_FRIC_DR] * gay
-            # control force c0 v + c1 rot90(v), v = x_j - sum of evaders
-            vx, vy = x[b, 4 * j] - cx, x[b, 4 * j + 1] - cy
-            c0, c1 = c[b, 2 * j], c[b, 2 * j + 1]
-            dc[b, 2 * j] = gax * vx + gay * vy
-            dc[b, 2 * j + 1] = -gax * vy + gay * vx
-            gvx = c0 * gax + c1 * gay
-            gvy = c0 * gay - c1 * gax
-            dx[b, 4 * j] += gvx
-            dx[b, 4 * j + 1] += gvy
-            g_cx -= gvx
-            g_cy -= gvy
-            for i in range(n_dr):
-                if i != j:
-                    _pair_force_vjp_scatter(SPREAD, x, dx, b, j, i, p[_C_SPREAD] * gax,
-                                            p[_C_SPREAD] * gay, eps, d_flock)
-        for k in range(n_dr, n_agents):
-            gax, gay = dt * lam_next[b, 4 * k + 2], dt * lam_next[b, 4 * k + 3]
-            dx[b, 4 * k] += g_cx
-            dx[b, 4 * k + 1] += g_cy
-            dx[b, 4 * k + 2] -= p[_C_FRIC_EV] * gax
-            dx[b, 4 * k + 3] -= p[_C_FRIC_EV] * gay
-            for i in range(n_dr):
-                _pair_force_vjp_scatter(EVADE, x, dx, b, i, k, p[_C_EVADE] * gax,
-                                        p[_C_EVADE] * gay, eps, d_flock)
-            for i in range(n_dr, n_agents):
-                if i != k:
-                    _pair_force_vjp_scatter(FLOCK, x, dx, b, i, k, p[_C_FLOCK] * gax,
-                                            p[_C_FLOCK] * gay, eps, d_flock)
+        guidance_step_vjp_one(p, x[b], c[b], lam_next[b], dx[b], dc[b], work)
 
 
 @kernel(loss_sig)
 def guidance_loss(p, x):
-    """Mean squared distance of the evaders to the target (mean over batch, evaders and axes)."""
-    n_dr = int(p[_N_DRIVERS])
-    n_agents = x.shape[1] // 4
+    """The batch mean of :func:`guidance_loss_one`."""
     total = 0.0
     for b in range(x.shape[0]):
-        for k in range(n_dr, n_agents):
-            total += (x[b, 4 * k] - p[_TARGET_X]) ** 2 + (x[b, 4 * k + 1] - p[_TARGET_Y]) ** 2
-    return total / (x.shape[0] * (n_agents - n_dr) * 2)
+        total += guidance_loss_one(p, x[b])
+    return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def guidance_loss_grad(p, x, scale, gx):
-    n_dr = int(p[_N_DRIVERS])
-    n_agents = x.shape[1] // 4
-    w = 2.0 * scale / (x.shape[0] * (n_agents - n_dr) * 2)
     for b in range(x.shape[0]):
-        for k in range(n_dr, n_agents):
-            gx[b, 4 * k] += w * (x[b, 4 * k] - p[_TARGET_X])
-            gx[b, 4 * k + 1] += w * (x[b, 4 * k + 1] - p[_TARGET_Y])
+        guidance_loss_grad_one(p, x[b], scale / x.shape[0], gx[b])
 
 
 @dataclass(frozen=True)
@@ -224,6 +242,10 @@ class Guidance:
     step_vjp = staticmethod(guidance_step_vjp)
     loss = staticmethod(guidance_loss)
     loss_grad = staticmethod(guidance_loss_grad)
+    step_one = staticmethod(guidance_step_one)
+    step_vjp_one = staticmethod(guidance_step_vjp_one)
+    loss_one = staticmethod(guidance_loss_one)
+    loss_grad_one = staticmethod(guidance_loss_grad_one)
 
     def __post_init__(self):
         if self.drivers < 1:
@@ -240,6 +262,11 @@ class Guidance:
     @property
     def control_dim(self):
         return 2 * self.drivers
+
+    @property
+    def work_size(self):
+        """Per-sample scratch of ``step_one``: the agents' accelerations."""
+        return 2 * (self.drivers + self.evaders)
 
     @property
     def params(self):

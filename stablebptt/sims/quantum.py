@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig, step_vjp_sig
 
 _DT, _DX = 0, 1
 _TARGET = 2  # the target eigenstate's Nx values follow the two scalars
@@ -151,34 +151,141 @@ def quantum_step_vjp(p, x, c, lam_next, dx_out, dc):
             dc[b, 0] += half_dt_x * (ur[j, b] * si - ui[j, b] * sr)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _overlap(p, x, b):
-    """<target, psi_b> for the real target stored in ``p``: (real, imaginary)."""
+# ---- the per-sample twins of the batch Crank-Nicolson kernels above (the GPU path's) ----
+# The same recursions for one state; ``work`` holds the rows of the batch work array, each Nx long.
+
+
+@sample_kernel
+def _neighbour_sum_one(re, im, j):
+    """``z_{j-1} + z_{j+1}`` of a complex pair of rows, zero beyond the walls."""
+    nr, ni = 0.0, 0.0
+    if j > 0:
+        nr += re[j - 1]
+        ni += im[j - 1]
+    if j < re.shape[0] - 1:
+        nr += re[j + 1]
+        ni += im[j + 1]
+    return nr, ni
+
+
+@sample_kernel
+def _crank_nicolson_one(p, x, c, work):
+    """:func:`_crank_nicolson` for one state; fills the rows ``_PSI_*`` to ``_INV_*`` of ``work``."""
+    dt, dx = p[_DT], p[_DX]
+    nx = x.shape[0] // 2
+    a = 0.5 * dt / (dx * dx)
+    pr, pi = work[_PSI_R * nx:(_PSI_R + 1) * nx], work[_PSI_I * nx:(_PSI_I + 1) * nx]
+    outr, outi = work[_NEW_R * nx:(_NEW_R + 1) * nx], work[_NEW_I * nx:(_NEW_I + 1) * nx]
+    cpr, cpi = work[_CP_R * nx:(_CP_R + 1) * nx], work[_CP_I * nx:(_CP_I + 1) * nx]
+    ivr, ivi = work[_INV_R * nx:(_INV_R + 1) * nx], work[_INV_I * nx:(_INV_I + 1) * nx]
+    for j in range(nx):
+        pr[j] = x[2 * j]
+        pi[j] = x[2 * j + 1]
+    for j in range(nx):
+        k = dt / (dx * dx) + 0.5 * dt * c[0] * (j + 1) * dx
+        rr = pr[j] + k * pi[j]
+        ri = pi[j] - k * pr[j]
+        nr, ni = _neighbour_sum_one(pr, pi, j)
+        rr -= a * ni
+        ri += a * nr
+        mr, mi = 1.0, k
+        if j > 0:
+            mr -= a * cpi[j - 1]
+            mi += a * cpr[j - 1]
+            rr -= a * outi[j - 1]
+            ri += a * outr[j - 1]
+        scale = 1.0 / (mr * mr + mi * mi)
+        ir, ii = mr * scale, -mi * scale
+        ivr[j], ivi[j] = ir, ii
+        cpr[j], cpi[j] = a * ii, -a * ir
+        outr[j] = rr * ir - ri * ii
+        outi[j] = rr * ii + ri * ir
+    for j in range(nx - 2, -1, -1):
+        outr[j] -= cpr[j] * outr[j + 1] - cpi[j] * outi[j + 1]
+        outi[j] -= cpr[j] * outi[j + 1] + cpi[j] * outr[j + 1]
+
+
+@sample_kernel
+def quantum_step_one(p, x, c, x_next, work):
+    nx = x.shape[0] // 2
+    _crank_nicolson_one(p, x, c, work)
+    for j in range(nx):
+        x_next[2 * j] = work[_NEW_R * nx + j]
+        x_next[2 * j + 1] = work[_NEW_I * nx + j]
+
+
+@sample_kernel
+def quantum_step_vjp_one(p, x, c, lam_next, dx_out, dc, work):
+    """:func:`quantum_step_vjp` for one state."""
+    dt, dx = p[_DT], p[_DX]
+    nx = x.shape[0] // 2
+    a = 0.5 * dt / (dx * dx)
+    _crank_nicolson_one(p, x, c, work)
+    pr, pi = work[_PSI_R * nx:(_PSI_R + 1) * nx], work[_PSI_I * nx:(_PSI_I + 1) * nx]
+    outr, outi = work[_NEW_R * nx:(_NEW_R + 1) * nx], work[_NEW_I * nx:(_NEW_I + 1) * nx]
+    cpr, cpi = work[_CP_R * nx:(_CP_R + 1) * nx], work[_CP_I * nx:(_CP_I + 1) * nx]
+    ivr, ivi = work[_INV_R * nx:(_INV_R + 1) * nx], work[_INV_I * nx:(_INV_I + 1) * nx]
+    ur, ui = work[_U_R * nx:(_U_R + 1) * nx], work[_U_I * nx:(_U_I + 1) * nx]
+    for j in range(nx):
+        gr, gi = lam_next[2 * j], lam_next[2 * j + 1]
+        if j > 0:
+            gr += a * ui[j - 1]
+            gi -= a * ur[j - 1]
+        ur[j] = gr * ivr[j] + gi * ivi[j]
+        ui[j] = gi * ivr[j] - gr * ivi[j]
+    for j in range(nx - 2, -1, -1):
+        ur[j] -= cpr[j] * ur[j + 1] + cpi[j] * ui[j + 1]
+        ui[j] -= cpr[j] * ui[j + 1] - cpi[j] * ur[j + 1]
+    dc[0] = 0.0
+    for j in range(nx):
+        half_dt_x = 0.5 * dt * (j + 1) * dx
+        k = dt / (dx * dx) + half_dt_x * c[0]
+        gr = ur[j] - k * ui[j]
+        gi = ui[j] + k * ur[j]
+        nr, ni = _neighbour_sum_one(ur, ui, j)
+        dx_out[2 * j] = gr + a * ni
+        dx_out[2 * j + 1] = gi - a * nr
+        dc[0] += half_dt_x * (ur[j] * (pi[j] + outi[j]) - ui[j] * (pr[j] + outr[j]))
+
+
+@sample_kernel
+def _overlap(p, x):
+    """<target, psi> for the real target stored in ``p``: (real, imaginary)."""
     re, im = 0.0, 0.0
-    for j in range(x.shape[1] // 2):
-        re += p[_TARGET + j] * x[b, 2 * j]
-        im += p[_TARGET + j] * x[b, 2 * j + 1]
+    for j in range(x.shape[0] // 2):
+        re += p[_TARGET + j] * x[2 * j]
+        im += p[_TARGET + j] * x[2 * j + 1]
     return re, im
+
+
+@sample_kernel
+def quantum_loss_one(p, x):
+    """1 - |<target, psi>|^2."""
+    re, im = _overlap(p, x)
+    return 1.0 - (re * re + im * im)
+
+
+@sample_kernel
+def quantum_loss_grad_one(p, x, scale, gx):
+    re, im = _overlap(p, x)
+    for j in range(x.shape[0] // 2):
+        gx[2 * j] += -2.0 * scale * re * p[_TARGET + j]
+        gx[2 * j + 1] += -2.0 * scale * im * p[_TARGET + j]
 
 
 @kernel(loss_sig)
 def quantum_loss(p, x):
-    """1 - |<target, psi>|^2, mean over the batch."""
+    """The batch mean of :func:`quantum_loss_one`."""
     total = 0.0
     for b in range(x.shape[0]):
-        re, im = _overlap(p, x, b)
-        total += 1.0 - (re * re + im * im)
+        total += quantum_loss_one(p, x[b])
     return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def quantum_loss_grad(p, x, scale, gx):
-    w = -2.0 * scale / x.shape[0]
     for b in range(x.shape[0]):
-        re, im = _overlap(p, x, b)
-        for j in range(x.shape[1] // 2):
-            gx[b, 2 * j] += w * re * p[_TARGET + j]
-            gx[b, 2 * j + 1] += w * im * p[_TARGET + j]
+        quantum_loss_grad_one(p, x[b], scale / x.shape[0], gx[b])
 
 
 def eigenstate(n, nx):
@@ -217,6 +324,10 @@ class Quantum:
     step_vjp = staticmethod(quantum_step_vjp)
     loss = staticmethod(quantum_loss)
     loss_grad = staticmethod(quantum_loss_grad)
+    step_one = staticmethod(quantum_step_one)
+    step_vjp_one = staticmethod(quantum_step_vjp_one)
+    loss_one = staticmethod(quantum_loss_one)
+    loss_grad_one = staticmethod(quantum_loss_grad_one)
 
     def __post_init__(self):
         if self.nx < 2:
@@ -233,6 +344,11 @@ class Quantum:
     @property
     def state_dim(self):
         return 2 * self.nx
+
+    @property
+    def work_size(self):
+        """Per-sample scratch of the per-sample twins: the work rows, each Nx long."""
+        return _WORK_ROWS * self.nx
 
     @property
     def params(self):

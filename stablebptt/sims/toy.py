@@ -10,34 +10,69 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import kernel, loss_grad_sig, loss_sig, step_sig, step_vjp_sig
+from ..contract import kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig, step_vjp_sig
+
+
+# ---- one sample (run by the CPU batch loops below and by the GPU threads) ----
+
+
+@sample_kernel
+def shift_step_one(p, x, c, x_next, work):
+    for i in range(x.shape[0]):
+        x_next[i] = x[i] + c[i]
+
+
+@sample_kernel
+def shift_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+    for i in range(x.shape[0]):
+        dx[i] = lam_next[i]
+        dc[i] = lam_next[i]
+
+
+@sample_kernel
+def target_loss_one(p, x):
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += 0.5 * (x[i] - p[i]) ** 2
+    return total
+
+
+@sample_kernel
+def target_loss_grad_one(p, x, scale, gx):
+    for i in range(x.shape[0]):
+        gx[i] += scale * (x[i] - p[i])
+
+
+# ---- the CPU batch kernels: the per-sample code once per sample ----
 
 
 @kernel(step_sig)
 def shift_step(p, x, c, x_next):
-    x_next[:, :] = x + c
+    work = np.empty(0)
+    for b in range(x.shape[0]):
+        shift_step_one(p, x[b], c[b], x_next[b], work)
 
 
 @kernel(step_vjp_sig)
 def shift_step_vjp(p, x, c, lam_next, dx, dc):
-    dx[:, :] = lam_next
-    dc[:, :] = lam_next
+    work = np.empty(0)
+    for b in range(x.shape[0]):
+        shift_step_vjp_one(p, x[b], c[b], lam_next[b], dx[b], dc[b], work)
 
 
 @kernel(loss_sig)
 def target_loss(p, x):
+    """The batch mean of :func:`target_loss_one`."""
     total = 0.0
     for b in range(x.shape[0]):
-        for i in range(x.shape[1]):
-            total += 0.5 * (x[b, i] - p[i]) ** 2
+        total += target_loss_one(p, x[b])
     return total / x.shape[0]
 
 
 @kernel(loss_grad_sig)
 def target_loss_grad(p, x, scale, gx):
     for b in range(x.shape[0]):
-        for i in range(x.shape[1]):
-            gx[b, i] += scale * (x[b, i] - p[i]) / x.shape[0]
+        target_loss_grad_one(p, x[b], scale / x.shape[0], gx[b])
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,10 @@ class Shift:
     step_vjp = staticmethod(shift_step_vjp)
     loss = staticmethod(target_loss)
     loss_grad = staticmethod(target_loss_grad)
+    step_one = staticmethod(shift_step_one)
+    step_vjp_one = staticmethod(shift_step_vjp_one)
+    loss_one = staticmethod(target_loss_one)
+    loss_grad_one = staticmethod(target_loss_grad_one)
 
     @property
     def params(self):
