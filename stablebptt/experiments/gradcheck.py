@@ -3,7 +3,8 @@
 Generic over the task registry: for each of a task's ``gradcheck_settings`` (small runs), the
 simulator's kernels at the task's ``gradcheck_inputs``, the controller's adjoint, the per-sample
 kernels (the GPU path's) against the batch kernels, and every gradient mode for the FINAL and the
-CONTINUOUS loss, all in float64; then the task's own ``extra_checks``. A failing row names the kernel, the input component and the size of the error.
+CONTINUOUS loss, all in float64; then the task's own ``extra_checks``. A failing row names the
+kernel, the input component and the size of the error.
 """
 
 import numpy as np
