@@ -7,7 +7,10 @@ Epoch times are the best of ``--repeats`` epochs per config, configs timed in tu
 the reference's: 32 updates of batch 8 and the loss of the 256 train
 and 256 test states. The "roofline ratio" is the epoch time over the time numpy needs for the
 epoch's matrix products, each timed at its own shape on one thread (what the controller's dense
-algebra alone would cost). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
+algebra alone would cost). "% peak" is the epoch's matrix-product FLOPs per second as a fraction
+of the core's GEMM peak, measured as one large single-thread product of the same dtype.
+``--cold-start`` also times a first ``stablebptt run TASK --epochs 1`` with an empty Numba cache
+(what a fresh install meets). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
 """
 
 import argparse
@@ -57,6 +60,31 @@ def time_matmul(m, k, n, dtype, min_time=0.1):
     return best
 
 
+def gemm_peak(dtype, size=2048, repeats=3):
+    """FLOP/s of one large single-thread ``size``-cube product: the core's practical peak."""
+    a = np.random.rand(size, size).astype(dtype)
+    bmat = np.random.rand(size, size).astype(dtype)
+    out = np.empty((size, size), dtype)
+    np.matmul(a, bmat, out=out)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, bmat, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def cold_start_seconds(task):
+    """Wall time of ``stablebptt run TASK --epochs 1`` with an empty Numba cache (a fresh install)."""
+    with tempfile.TemporaryDirectory() as folder:
+        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(folder, "numba"))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "stablebptt", "run", task, "--epochs", "1", "--quiet",
+                        "--out", os.path.join(folder, "runs")], check=True, env=env,
+                       capture_output=True)
+        return time.perf_counter() - start
+
+
 def time_epochs(configs, repeats, folder):
     """Best epoch time of each config; the configs take turns so that machine noise hits all alike."""
     trainers = {key: Trainer.new(config, os.path.join(folder, f"{key}.h5"))
@@ -97,9 +125,14 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cartpole only)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--n-data", type=int, default=256, help="train and test states each")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="also time a first run with an empty Numba cache")
     args = parser.parse_args()
     rows = []
     with threadpool_limits(limits=1, user_api="blas"):  # the numpy matmul baseline, as the engine
+        peak = {dtype: gemm_peak(dtype) for dtype in args.dtypes.split(",")}
+        print("single-thread GEMM peak: " + ", ".join(f"{dtype} {flops / 1e9:.1f} GFLOP/s"
+                                                     for dtype, flops in peak.items()))
         for label, overrides in VARIANTS[args.task]:
             for dtype in args.dtypes.split(","):
                 configs = {mode: preset(args.task, mode=mode, dtype=dtype, epochs=10**6,
@@ -116,16 +149,19 @@ def main():
                     rows.append((label, dtype, mode, epoch[mode], matmul_time, flops))
                 rows.append((label, dtype, "C/R", epoch["C"] / epoch["R"], None, None))
     print(f"{'setting':>10} {'dtype':>8} {'mode':>4} {'epoch ms':>9} {'matmul ms':>10} "
-          f"{'GFLOP':>6} {'roofline':>8}")
+          f"{'GFLOP':>6} {'roofline':>8} {'% peak':>7}")
     for label, dtype, mode, t, mm, flops in rows:
         if mm is None:
             print(f"{label:>10} {dtype:>8} {mode:>4} {t:9.2f}  (cost ratio)")
         else:
             print(f"{label:>10} {dtype:>8} {mode:>4} {t * 1e3:9.1f} {mm * 1e3:10.1f} "
-                  f"{flops / 1e9:6.2f} {t / mm:8.2f}")
+                  f"{flops / 1e9:6.2f} {t / mm:8.2f} {100 * flops / t / peak[dtype]:7.1f}")
     outer, inner = first_epoch_seconds(args.task)
     print(f"first epoch incl. start-up with a warm Numba cache: {outer:.2f} s "
           f"(inside Python: {inner:.2f} s)")
+    if args.cold_start:
+        print(f"first run with an empty Numba cache (stablebptt run {args.task} --epochs 1): "
+              f"{cold_start_seconds(args.task):.1f} s")
 
 
 if __name__ == "__main__":
