@@ -40,7 +40,8 @@ def test_paper_figures_and_summary(tmp_path, capsys):
     _small_runs(runs, "quantum", "target_state", [3, 4])
     assert main(["plot", str(runs), "--out", str(tmp_path / "figs"), "--threshold", "10"]) == 0
     out = capsys.readouterr()
-    for stem in ("figure3_guidance", "figure4_cartpole", "figure5_quantum"):
+    for stem in ("figure3_guidance", "figure4_cartpole", "figure5_quantum", "gradients_guidance",
+                 "gradients_cartpole", "gradients_quantum"):
         _valid_png(tmp_path / "figs" / f"{stem}.png")
         assert (tmp_path / "figs" / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     with open(tmp_path / "figs" / "summary.csv") as fh:

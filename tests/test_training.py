@@ -13,6 +13,7 @@ from stablebptt.experiments import METRICS, Trainer, preset, read_run
 
 TINY = dict(poles=1, width=8, depth=2, n_steps=10, time=0.1, n_data=16, batch_size=4, epochs=4,
             checkpoint_every=2, zero_last=False)
+CLIP = 1e-4  # below the tiny runs' gradient norms (~3e-3), so clipping acts
 DETERMINISTIC = [m for m in METRICS if m not in ("epoch_time", "wall_time")]
 
 
@@ -27,6 +28,7 @@ def test_run_file_layout(tmp_path):
     assert record.status == "finished" and record.epochs_done == 4
     for name in METRICS:
         assert record.metrics[name].shape == (4,) and np.all(np.isfinite(record.metrics[name]))
+    assert np.all((record.metrics["kept_fraction"] > 0) & (record.metrics["kept_fraction"] <= 1))
     assert np.all(record.metrics["cosine_similarity"] != 0)
     assert record.params_final["dense_0/kernel"].shape == (4, 8)
     assert record.params_initial["dense_2/bias"].shape == (1,)
@@ -37,6 +39,48 @@ def test_run_file_layout(tmp_path):
         assert f.attrs["config.mode"] == "C" and f.attrs["config.poles"] == 1
         assert {"version.numpy", "version.numba", "version.stablebptt"} <= set(f.attrs)
         assert f["metrics/test_loss"].maxshape == (None,)
+
+
+@pytest.mark.parametrize("mode,clip", [("C", "norm"), ("R", "value"), ("M", "none")])
+def test_gradient_flow_metrics(mode, clip, tmp_path):
+    """|g| before and after clipping, how often clipping acted, and the kept fraction of C,
+    recomputed from the updates of a replayed epoch."""
+    from stablebptt.adjoint.modes import parse_mode
+    from stablebptt.experiments.optim import clip_gradient
+    from stablebptt.experiments.training import _batches
+
+    config = preset("cartpole", **{**TINY, "mode": mode, "clip": clip, "clip_value": CLIP, "epochs": 1})
+    trainer = Trainer.new(config, str(tmp_path / "run.h5"))
+    theta = trainer.theta.copy()
+    values = trainer.train_epoch()
+    trainer.close()
+    replay = Trainer.new(config, str(tmp_path / "replay.h5"))
+    assert np.array_equal(replay.theta, theta)
+    norms, clipped, changed, kept = [], [], [], []
+    for batch in _batches(replay.task.train, config.batch_size):
+        result = replay.task.problem.gradient(replay.theta, batch, parse_mode(mode))
+        g = result.grad.astype(np.float64)
+        c = clip_gradient(result.grad, clip, CLIP).astype(np.float64)
+        norms.append(np.linalg.norm(g))
+        clipped.append(np.linalg.norm(c))
+        changed.append(not np.array_equal(g, c))
+        if mode == "C":
+            kept.append(np.mean(np.sign(result.grad_modified) == np.sign(result.grad_regular)))
+        replay.optimizer.update(replay.theta, clip_gradient(result.grad, clip, CLIP), replay.opt_state)
+    replay.close()
+    np.testing.assert_allclose(values["grad_norm"], np.mean(norms), rtol=1e-12)
+    np.testing.assert_allclose(values["clipped_grad_norm"], np.mean(clipped), rtol=1e-12)
+    assert values["clip_active"] == np.mean(changed)
+    if mode == "C":
+        assert values["kept_fraction"] == np.mean(kept) and 0 < values["kept_fraction"] <= 1
+    else:
+        assert np.isnan(values["kept_fraction"])
+    if clip == "none":
+        assert values["clip_active"] == 0 and values["clipped_grad_norm"] == values["grad_norm"]
+    else:
+        assert values["clip_active"] > 0  # the threshold is below this run's gradients
+    if clip == "norm":
+        assert values["clipped_grad_norm"] <= CLIP * (1 + 1e-6)
 
 
 def test_resume_continues_bit_identically(tmp_path):

@@ -25,7 +25,7 @@ from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_
                         check_simulator_interface, compile_kernel, compile_variant, forward_sig,
                         function_type, loss_grad_sig, loss_sig, param_grad_sig, step_sig,
                         step_vjp_sig, vjp_sig)
-from .modes import Mode, combine_gradients, cosine_similarity, parse_mode
+from .modes import Mode, combine_gradients, cosine_similarity, kept_fraction, parse_mode
 
 log = logging.getLogger("stablebptt")
 
@@ -206,6 +206,13 @@ class Gradient:
         if self.grad_regular is None:
             return 0.0
         return cosine_similarity(self.grad_modified, self.grad_regular)
+
+    @property
+    def kept_fraction(self):
+        """The fraction of g_M's components the sign rule kept (combined mode), else NaN."""
+        if self.grad_regular is None:
+            return float("nan")
+        return kept_fraction(self.grad_modified, self.grad_regular)
 
 
 class Problem:

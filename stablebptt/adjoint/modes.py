@@ -55,6 +55,13 @@ def combine_gradients(g_modified, g_regular):
     return np.where(np.sign(g_modified) == np.sign(g_regular), g_modified, 0).astype(g_modified.dtype)
 
 
+def kept_fraction(g_modified, g_regular):
+    """The fraction of components the C rule keeps: where g_M and g_R agree in sign."""
+    if np.size(g_modified) == 0:
+        return 1.0
+    return float(np.mean(np.sign(g_modified) == np.sign(g_regular)))
+
+
 def cosine_similarity(u, v):
     """Cosine of the angle between two flat gradients (0 where either is zero), in float64.
 

@@ -392,7 +392,8 @@ def cmd_inspect(args):
 
 
 def cmd_plot(args):
-    from .paper import load_folder, missing_runs, paper_figures, summary_rows, write_summary
+    from .paper import (gradient_figures, load_folder, missing_runs, paper_figures, summary_rows,
+                        write_summary)
 
     if not os.path.isdir(args.folder):
         raise UsageError(f"no such folder: {args.folder}")
@@ -409,7 +410,8 @@ def cmd_plot(args):
         raise UsageError(f"no readable run files in {args.folder}")
     out = args.out or args.folder
     _writable_folder(out)
-    for path in paper_figures(list(runs.values()), out, args.smooth):
+    for path in (paper_figures(list(runs.values()), out, args.smooth)
+                 + gradient_figures(list(runs.values()), out, args.smooth)):
         print(path)
     write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
     print(os.path.join(out, "summary.csv"))

@@ -80,7 +80,6 @@ def paper_figures(records, out_folder, window=SMOOTHING):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     os.makedirs(out_folder, exist_ok=True)
     written = []
@@ -115,13 +114,7 @@ def paper_figures(records, out_folder, window=SMOOTHING):
             ax.set_xlabel("epoch", fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
-        modes = sorted({r.config.mode for r in group}, key="RMCSN".index)
-        clips = sorted({r.config.clip for r in group})
-        handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
-                   + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
-        if any(r.status == "diverged" for r in group):
-            handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+        _legend(fig, group)
         fig.suptitle(task, fontsize=12)
         fig.tight_layout(rect=(0, 0.06, 1, 0.97))
         stem = os.path.join(out_folder, spec.figure_name or f"figure_{task}")
@@ -130,6 +123,56 @@ def paper_figures(records, out_folder, window=SMOOTHING):
             written.append(f"{stem}.{ext}")
         plt.close(fig)
     return written
+
+
+GRADIENT_PANELS = (("grad_norm", "|g| before clipping", "log"),
+                   ("clipped_grad_norm", "|g| after clipping (to the optimiser)", "log"),
+                   ("clip_active", "updates changed by clipping (fraction)", "linear"),
+                   ("kept_fraction", "components kept by the sign rule (C)", "linear"))
+
+
+def gradient_figures(records, out_folder, window=SMOOTHING):
+    """Per task, the gradient-flow metrics of every run (PNG and PDF): the gradient norm before
+    and after clipping, how often clipping acted, and the fraction of g_M that C kept. Runs
+    written before these metrics existed draw nothing. Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task, group in sorted(_by_task(records).items()):
+        fig, axes = plt.subplots(1, len(GRADIENT_PANELS), figsize=(3.6 * len(GRADIENT_PANELS), 3.0))
+        for ax, (metric, title, scale) in zip(axes, GRADIENT_PANELS):
+            for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
+                if metric in r.metrics:
+                    _curve(ax, r, metric, window, lw=1.0)
+            if scale == "log" and any(np.any(line.get_ydata() > 0) for line in ax.get_lines()):
+                ax.set_yscale("log")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+        _legend(fig, group)
+        fig.suptitle(f"{task}: gradient flow", fontsize=11)
+        fig.tight_layout(rect=(0, 0.1, 1, 0.94))
+        stem = os.path.join(out_folder, f"gradients_{task}")
+        for ext in ("png", "pdf"):
+            fig.savefig(f"{stem}.{ext}", dpi=110)
+            written.append(f"{stem}.{ext}")
+        plt.close(fig)
+    return written
+
+
+def _legend(fig, group):
+    """Mode colours, clipping line styles and the divergence marker, below the panels."""
+    from matplotlib.lines import Line2D
+
+    modes = sorted({r.config.mode for r in group}, key="RMCSN".index)
+    clips = sorted({r.config.clip for r in group})
+    handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
+               + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
+    if any(r.status == "diverged" for r in group):
+        handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
 
 
 def _paper_range(ax, yrange):

@@ -31,7 +31,8 @@ from .config import ConfigError, RunConfig
 FORMAT = "stablebptt-run"
 FORMAT_VERSION = 2  # 2: a config holds only its task's options (1: every built-in task's)
 METRICS = ("batch_loss", "train_loss", "test_loss", "batch_physics_loss", "train_physics_loss",
-           "test_physics_loss", "grad_size", "cosine_similarity", "epoch_time", "wall_time")
+           "test_physics_loss", "grad_size", "cosine_similarity", "epoch_time", "wall_time",
+           "grad_norm", "clipped_grad_norm", "clip_active", "kept_fraction")
 METRIC_HELP = {
     "batch_loss": "mean loss of the epoch's batches (before each update)",
     "train_loss": "loss of the whole training set after the epoch",
@@ -43,6 +44,12 @@ METRIC_HELP = {
     "cosine_similarity": "mean over batches of cos(g_M, g_R) (combined mode only, else 0)",
     "epoch_time": "seconds spent in the epoch's updates (as the reference times it)",
     "wall_time": "seconds for the whole epoch, evaluation included",
+    "grad_norm": "mean over batches of the L2 norm of the gradient before clipping",
+    "clipped_grad_norm": "mean over batches of the L2 norm of the gradient after clipping (the "
+                         "optimiser's input)",
+    "clip_active": "fraction of the epoch's updates whose gradient clipping changed",
+    "kept_fraction": "mean over batches of the fraction of g_M's components the sign rule kept "
+                     "(combined mode only, else NaN)",
 }
 
 

@@ -197,6 +197,7 @@ class Trainer:
         cfg, problem = self.config, self.task.problem
         wall0 = time.perf_counter()
         losses, physics, sizes, cosines, update_time = [], [], [], [], 0.0
+        norms, clipped_norms, clip_changed, kept = [], [], [], []
         for batch in _batches(self.task.train, cfg.batch_size):
             if stop is not None and stop():
                 raise Interrupted(self.path)
@@ -207,11 +208,15 @@ class Trainer:
             with np.errstate(over="ignore", invalid="ignore"):
                 sizes.append(float(np.sum(np.square(grad, dtype=np.float64))))
                 clipped = clip_gradient(grad, cfg.clip, cfg.clip_value)
+                clipped_norms.append(float(np.sqrt(np.sum(np.square(clipped, dtype=np.float64)))))
+                clip_changed.append(clipped is not grad and not np.array_equal(clipped, grad))
                 self.optimizer.update(self.theta, clipped, self.opt_state)
             update_time += time.perf_counter() - t0
+            norms.append(float(np.sqrt(sizes[-1])))
             losses.append(result.loss)
             physics.append(result.physics_loss)
             cosines.append(result.cosine)
+            kept.append(result.kept_fraction)
         train_loss, train_physics = problem.losses(self.theta, self.task.train)
         test_loss, test_physics = problem.losses(self.theta, self.task.test)
         values = dict(
@@ -219,7 +224,9 @@ class Trainer:
             batch_physics_loss=float(np.mean(physics)), train_physics_loss=train_physics,
             test_physics_loss=test_physics, grad_size=float(np.mean(sizes)),
             cosine_similarity=float(np.mean(cosines)), epoch_time=update_time,
-            wall_time=time.perf_counter() - wall0)
+            wall_time=time.perf_counter() - wall0, grad_norm=float(np.mean(norms)),
+            clipped_grad_norm=float(np.mean(clipped_norms)), clip_active=float(np.mean(clip_changed)),
+            kept_fraction=float(np.mean(kept)))
         for name, value in values.items():
             self.metrics[name].append(value)
         self.epoch += 1
