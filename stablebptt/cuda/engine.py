@@ -19,8 +19,7 @@ from numba import config, cuda
 
 from ..adjoint.engine import Gradient
 from ..adjoint.modes import Mode, combine_gradients, parse_mode
-from ..contract import (SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS, sample_kernel,
-                        sample_kernels)
+from ..contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS, sample_kernels
 
 
 def make_kernels(step, step_vjp, loss, loss_grad, forward, backward):
@@ -100,19 +99,19 @@ def device_function(func):
     source = getattr(func, "py_func", func)
     if source not in _DEVICE_FUNCTIONS:
         if config.ENABLE_CUDASIM:
-            compiled = func if hasattr(func, "py_func") else sample_kernel(func)
-            _DEVICE_FUNCTIONS[source] = _on_simulated_device(compiled)
+            _DEVICE_FUNCTIONS[source] = _on_simulated_device(source)
         else:
             _DEVICE_FUNCTIONS[source] = cuda.jit(device=True)(source)
     return _DEVICE_FUNCTIONS[source]
 
 
-def _on_simulated_device(compiled):
+def _on_simulated_device(source):
     """Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, for tests without a GPU) kernels
-    run as Python and hand device functions the simulator's array wrappers, which compiled code
-    cannot take: the per-sample kernel runs compiled for the CPU on the NumPy arrays inside."""
+    run as Python and hand device functions the simulator's array wrappers, which the compiled
+    helpers a per-sample kernel calls cannot take: the kernel runs as Python on the NumPy arrays
+    inside."""
     def call(*args):
-        return compiled(*(_simulated_array(a) for a in args))
+        return source(*(_simulated_array(a) for a in args))
 
     return call
 
