@@ -288,11 +288,21 @@ def compile_kernel(func, make_sig, T, owner, name):
                             f"for {T}: {first}") from None
 
 
+def _missing_kernels(obj, names):
+    return [name for name in names if not callable(getattr(obj, name, None))]
+
+
+def has_sample_kernels(sim, controller):
+    """Whether a simulator and a controller both have all their per-sample kernels."""
+    return not (_missing_kernels(sim, SAMPLE_SIMULATOR_KERNELS)
+                or _missing_kernels(controller, SAMPLE_CONTROLLER_KERNELS))
+
+
 def sample_kernels(obj, names):
     """``{name: function}`` of the per-sample kernels ``names`` (a dict of signature texts) of a
     simulator or controller, plus its ``work_size``; a :class:`ContractError` names what is
     missing (the GPU path needs all of them)."""
-    missing = [name for name in names if not callable(getattr(obj, name, None))]
+    missing = _missing_kernels(obj, names)
     if missing:
         raise ContractError(f"{type(obj).__name__} has no per-sample kernel {missing[0]} (wanted: "
                             f"{names[missing[0]]}), which the GPU path runs: use --device cpu, or "

@@ -14,7 +14,7 @@ from numba import cuda
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for examples/
 
 from stablebptt.adjoint import Problem  # noqa: E402
-from stablebptt.adjoint.check import kernel_outputs, relative_error  # noqa: E402
+from stablebptt.adjoint.check import kernel_outputs, named_outputs, relative_error  # noqa: E402
 from stablebptt.contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS  # noqa: E402
 from stablebptt.cuda.engine import CudaProblem, device_function  # noqa: E402
 from stablebptt.experiments.gradcheck import small_runs  # noqa: E402
@@ -59,10 +59,8 @@ def device_outputs(sim, ctrl, theta, x, c, lam, mu):
         out["dc"], out["losses"], out["gx"], out["c_out"], out["acts"], out["dx_ctrl"], out["g"],
         cuda.to_device(work))
     host = {name: value.copy_to_host() for name, value in out.items()}
-    return {"step_one (x_next)": host["x_next"], "step_vjp_one (dx)": host["dx"],
-            "step_vjp_one (dc)": host["dc"], "loss_one (batch mean)": np.array([host["losses"].mean()]),
-            "loss_grad_one (gx)": host["gx"], "forward_one (c)": host["c_out"],
-            "backward_one (dx)": host["dx_ctrl"], "backward_one (g)": host["g"].sum(axis=0)}
+    return named_outputs(host["x_next"], host["dx"], host["dc"], host["losses"].mean(), host["gx"],
+                         host["c_out"], host["dx_ctrl"], host["g"].sum(axis=0))
 
 
 def check_kernels(label, sim, ctrl, rng):

@@ -169,7 +169,8 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
     return results
 
 
-def _named_outputs(x_next, dx, dc, loss, gx, c, dx_ctrl, g):
+def named_outputs(x_next, dx, dc, loss, gx, c, dx_ctrl, g):
+    """The outputs of the six per-sample kernels (or their batch twins) by kernel name."""
     return {"step_one (x_next)": x_next, "step_vjp_one (dx)": dx, "step_vjp_one (dc)": dc,
             "loss_one (batch mean)": np.array([loss]), "loss_grad_one (gx)": gx,
             "forward_one (c)": c, "backward_one (dx)": dx_ctrl, "backward_one (g)": g}
@@ -191,7 +192,7 @@ def kernel_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
     ctrl.forward(theta, ctrl.spec, x, acts, 0, 1, c_out)
     ctrl.vjp(theta, ctrl.spec, x, acts, 0, 1, mu, dx_ctrl, deltas)
     ctrl.param_grad(theta, ctrl.spec, x, acts, deltas, 1, g)
-    return _named_outputs(x_next, dx, dc, sim.loss(p, x), gx, c_out, dx_ctrl, g)
+    return named_outputs(x_next, dx, dc, sim.loss(p, x), gx, c_out, dx_ctrl, g)
 
 
 def per_sample_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
@@ -210,15 +211,7 @@ def per_sample_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
         sim.loss_grad_one(p, x[b], scale / batch, gx[b])
         ctrl.forward_one(theta, ctrl.spec, x[b], acts, c_out[b], work)
         ctrl.backward_one(theta, ctrl.spec, x[b], acts, mu[b], dx_ctrl[b], g, work)
-    return _named_outputs(x_next, dx, dc, loss, gx, c_out, dx_ctrl, g)
-
-
-def has_per_sample_kernels(sim, ctrl):
-    """Whether a simulator and controller both have per-sample kernels (the GPU path's)."""
-    from ..contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS
-
-    return (all(callable(getattr(sim, n, None)) for n in SAMPLE_SIMULATOR_KERNELS)
-            and all(callable(getattr(ctrl, n, None)) for n in SAMPLE_CONTROLLER_KERNELS))
+    return named_outputs(x_next, dx, dc, loss, gx, c_out, dx_ctrl, g)
 
 
 def check_per_sample(sim, ctrl, theta, x, c, rng, tolerance=1e-12):

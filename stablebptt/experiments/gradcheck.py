@@ -10,8 +10,9 @@ kernel, the input component and the size of the error.
 import numpy as np
 
 from ..adjoint.check import (CheckResult, check_controller, check_modes, check_per_sample,
-                             check_simulator, has_per_sample_kernels)
+                             check_simulator)
 from ..adjoint.engine import Problem
+from ..contract import has_sample_kernels
 from .presets import build_controller, build_simulator, preset, preset_config
 
 GRADCHECK_BATCH = 3
@@ -42,7 +43,7 @@ def gradcheck_task(task, rng, batch=GRADCHECK_BATCH):
         x = inputs[0][1]
         theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
         results += _prefixed(label, check_controller(ctrl, theta, x, rng))
-        if has_per_sample_kernels(sim, ctrl):
+        if has_sample_kernels(sim, ctrl):
             results += _prefixed(label, check_per_sample(sim, ctrl, theta, x, inputs[0][2], rng))
         for loss_mode in ("FINAL", "CONTINUOUS"):
             problem = Problem(sim, ctrl, config.n_steps, loss_mode, rho=config.rho)

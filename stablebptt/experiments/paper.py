@@ -134,7 +134,8 @@ GRADIENT_PANELS = (("grad_norm", "|g| before clipping", "log"),
 def gradient_figures(records, out_folder, window=SMOOTHING):
     """Per task, the gradient-flow metrics of every run (PNG and PDF): the gradient norm before
     and after clipping, how often clipping acted, and the fraction of g_M that C kept. Runs
-    written before these metrics existed draw nothing. Returns the written paths."""
+    written before these metrics existed read them as NaN and draw nothing. Returns the written
+    paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +146,7 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
         fig, axes = plt.subplots(1, len(GRADIENT_PANELS), figsize=(3.6 * len(GRADIENT_PANELS), 3.0))
         for ax, (metric, title, scale) in zip(axes, GRADIENT_PANELS):
             for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
-                if metric in r.metrics:
-                    _curve(ax, r, metric, window, lw=1.0)
+                _curve(ax, r, metric, window, lw=1.0)
             if scale == "log" and any(np.any(line.get_ydata() > 0) for line in ax.get_lines()):
                 ax.set_yscale("log")
             ax.set_title(title, fontsize=9)

@@ -169,15 +169,21 @@ def _neighbour_sum_one(re, im, j):
 
 
 @sample_kernel
+def _row(work, row, nx):
+    """Row ``row`` of a per-sample work vector (the rows of the batch work array, each Nx long)."""
+    return work[row * nx:(row + 1) * nx]
+
+
+@sample_kernel
 def _crank_nicolson_one(p, x, c, work):
     """:func:`_crank_nicolson` for one state; fills the rows ``_PSI_*`` to ``_INV_*`` of ``work``."""
     dt, dx = p[_DT], p[_DX]
     nx = x.shape[0] // 2
     a = 0.5 * dt / (dx * dx)
-    pr, pi = work[_PSI_R * nx:(_PSI_R + 1) * nx], work[_PSI_I * nx:(_PSI_I + 1) * nx]
-    outr, outi = work[_NEW_R * nx:(_NEW_R + 1) * nx], work[_NEW_I * nx:(_NEW_I + 1) * nx]
-    cpr, cpi = work[_CP_R * nx:(_CP_R + 1) * nx], work[_CP_I * nx:(_CP_I + 1) * nx]
-    ivr, ivi = work[_INV_R * nx:(_INV_R + 1) * nx], work[_INV_I * nx:(_INV_I + 1) * nx]
+    pr, pi = _row(work, _PSI_R, nx), _row(work, _PSI_I, nx)
+    outr, outi = _row(work, _NEW_R, nx), _row(work, _NEW_I, nx)
+    cpr, cpi = _row(work, _CP_R, nx), _row(work, _CP_I, nx)
+    ivr, ivi = _row(work, _INV_R, nx), _row(work, _INV_I, nx)
     for j in range(nx):
         pr[j] = x[2 * j]
         pi[j] = x[2 * j + 1]
@@ -221,11 +227,11 @@ def quantum_step_vjp_one(p, x, c, lam_next, dx_out, dc, work):
     nx = x.shape[0] // 2
     a = 0.5 * dt / (dx * dx)
     _crank_nicolson_one(p, x, c, work)
-    pr, pi = work[_PSI_R * nx:(_PSI_R + 1) * nx], work[_PSI_I * nx:(_PSI_I + 1) * nx]
-    outr, outi = work[_NEW_R * nx:(_NEW_R + 1) * nx], work[_NEW_I * nx:(_NEW_I + 1) * nx]
-    cpr, cpi = work[_CP_R * nx:(_CP_R + 1) * nx], work[_CP_I * nx:(_CP_I + 1) * nx]
-    ivr, ivi = work[_INV_R * nx:(_INV_R + 1) * nx], work[_INV_I * nx:(_INV_I + 1) * nx]
-    ur, ui = work[_U_R * nx:(_U_R + 1) * nx], work[_U_I * nx:(_U_I + 1) * nx]
+    pr, pi = _row(work, _PSI_R, nx), _row(work, _PSI_I, nx)
+    outr, outi = _row(work, _NEW_R, nx), _row(work, _NEW_I, nx)
+    cpr, cpi = _row(work, _CP_R, nx), _row(work, _CP_I, nx)
+    ivr, ivi = _row(work, _INV_R, nx), _row(work, _INV_I, nx)
+    ur, ui = _row(work, _U_R, nx), _row(work, _U_I, nx)
     for j in range(nx):
         gr, gi = lam_next[2 * j], lam_next[2 * j + 1]
         if j > 0:
