@@ -136,3 +136,25 @@ def test_guidance_preset_runs_past_the_scripts_ten_epochs():
     help_text = get_task("guidance").description
     assert "ep=10" in help_text and "--epochs 10" in help_text
     assert preset("guidance", epochs=10).run_name() == preset("guidance").run_name()
+
+
+def test_toy_diagnosis_has_the_closed_form_jacobians(tmp_path):
+    """s = x + c passes the adjoint on unchanged (physics Jacobian 1); the network path
+    multiplies it by df/dx = 2 t1 x + t2 at every step."""
+    from stablebptt.experiments.diagnose import read_diagnosis
+    from stablebptt.experiments.toy import DIAGNOSIS_POINT, toy_diagnosis, unrolled_toy
+
+    paths, text = toy_diagnosis(tmp_path)
+    _valid_png(paths[1])
+    diag = read_diagnosis(paths[0])
+    t1, t2 = DIAGNOSIS_POINT
+    problem, x0 = unrolled_toy()
+    _, states, _ = problem.rollout(np.array(DIAGNOSIS_POINT), x0)
+    x = states[:-1, 0, 0]
+    np.testing.assert_array_equal(diag["jacobian_norm"]["physics"][:, 0], 1.0)
+    np.testing.assert_allclose(diag["jacobian_norm"]["network"][:, 0], np.abs(2 * t1 * x + t2),
+                               rtol=1e-14)
+    np.testing.assert_allclose(diag["jacobian_norm"]["closed_loop"][:, 0],
+                               np.abs(1 + 2 * t1 * x + t2), rtol=1e-14)
+    assert np.ptp(diag["adjoint_norm"]["physics"]) == 0.0
+    assert "grows far beyond the physics path" in text

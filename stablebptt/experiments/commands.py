@@ -1,5 +1,5 @@
 """The commands of ``stablebptt``: ``run``, ``sweep``, ``gradcheck``, ``inspect``, ``plot``,
-``trajectories``, ``animate``, ``toy``.
+``trajectories``, ``animate``, ``toy``, ``diagnose``.
 
 Bad input ends with one line on stderr naming the problem and exit status 2, before any file is
 written; a failed gradient check exits with status 1; an interrupted run or sweep keeps every
@@ -214,6 +214,26 @@ def build_parser():
     t.add_argument("--samples", type=int, default=4, help="number of test states drawn (default 4)")
     t.add_argument("--params", choices=("final", "initial"), default="final",
                    help="the run's final (trained) or initial parameters")
+    d = sub.add_parser("diagnose", help="gradient flow of a task preset or a run: adjoint norms "
+                       "along the regular, physics and network paths, |g| of R M S against the "
+                       "horizon, per-step Jacobian norms (HDF5, PNG, PDF and a plain reading)")
+    d.add_argument("task", help="a task (" + ", ".join(t.name for t in tasks) + ", or "
+                   "module:Class) at its preset with the options below, or a run file (.h5)")
+    d.add_argument("--params", choices=("initial", "final", "checkpoint"),
+                   help="a run file's parameters (default final; a task preset: the initial ones)")
+    d.add_argument("--epoch", type=int, help="a run file's parameters after epoch K (0: initial; "
+                   "the checkpoint's epoch; the last epoch: final)")
+    d.add_argument("--samples", type=int, default=8,
+                   help="number of test states the trajectory starts from (default 8)")
+    d.add_argument("--horizons", type=int, default=12,
+                   help="number of log-spaced horizons from 1 to N for |g| (default 12)")
+    d.add_argument("--regularization", "--rho", dest="rho", type=float,
+                   help="weight rho of the control regulariser (task preset only)")
+    d.add_argument("--seed", type=int, help="seed for data and initialisation (task preset only)")
+    _add_task_options(d, tasks, lists=False)
+    _add_settings(d)
+    d.add_argument("--out", help="output folder (default: beside a run file; diagnose/ for a "
+                   "task preset)")
     i = sub.add_parser("inspect", help="summarise a run file")
     i.add_argument("file")
     i.add_argument("--metrics", action="store_true", help="print the per-epoch metrics table")
@@ -447,13 +467,17 @@ def _picture_path(out, default, suffixes):
 
 
 def cmd_toy(args):
-    from .toy import toy_figures
+    from .toy import toy_diagnosis, toy_figures
 
     if args.iterations < 1:
         raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
     _writable_folder(args.out)
     for path in toy_figures(args.out, iterations=args.iterations):
         print(path)
+    paths, text = toy_diagnosis(args.out)
+    for path in paths:
+        print(path)
+    print(text)
     return 0
 
 
@@ -471,9 +495,73 @@ def cmd_trajectories(args):
     return 0
 
 
+def cmd_diagnose(args):
+    from .diagnose import config_attrs, default_stem, run_diagnosis
+    from .presets import build_task, initial_parameters
+
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if args.horizons < 1:
+        raise UsageError(f"--horizons must be >= 1, got {args.horizons}")
+    if args.task.endswith(".h5") or os.path.isfile(args.task):
+        given = _settings(args, _CONFIG_OPTIONS)
+        if given:
+            flag = "--" + next(iter(given)).replace("_", "-")
+            raise UsageError(f"{flag} does not apply to a run file (its settings are the file's)")
+        record = read_run(args.task)
+        config = record.config.replace(device="cpu")
+        which, theta = _stored_parameters(record, args.params, args.epoch)
+        task = build_task(config, data=(record.train, record.test))
+        theta = task.controller.flatten(theta) if isinstance(theta, dict) else theta
+        name = os.path.splitext(os.path.basename(args.task))[0]
+        folder = args.out or os.path.dirname(os.path.abspath(args.task))
+    else:
+        if args.params is not None or args.epoch is not None:
+            raise UsageError("--params and --epoch apply to a run file; a task preset is "
+                             "diagnosed at its initial parameters")
+        config = preset(args.task, **_settings(args, _CONFIG_OPTIONS)).replace(device="cpu")
+        task = build_task(config)
+        theta, _ = initial_parameters(config, task.controller)
+        which, name, folder = "initial", config.run_name(), args.out or "diagnose"
+    if args.samples > len(task.test):
+        raise UsageError(f"--samples={args.samples} exceeds the {len(task.test)} test states")
+    if not np.all(np.isfinite(theta)):
+        raise UsageError(f"the {which} parameters are not finite; diagnose other parameters")
+    _writable_folder(folder)
+    title = f"{name}: gradient flow at the {which} parameters, {args.samples} test states"
+    paths, text = run_diagnosis(task.problem, np.asarray(theta, np.float64),
+                                task.test[:args.samples], default_stem(folder, name, which),
+                                config_attrs(config, which), title, args.horizons)
+    for path in paths:
+        print(path)
+    print(text)
+    return 0
+
+
+def _stored_parameters(record, which, epoch):
+    """``(label, parameters)`` of a run file: ``which`` (initial, final, checkpoint) or those
+    after ``epoch``, where the file holds them; :class:`UsageError` lists the epochs it has."""
+    ck = record.checkpoint
+    stored = {"initial": (0, record.params_initial), "final": (record.epochs_done, record.params_final),
+              "checkpoint": (ck.epoch, ck.theta) if ck is not None else None}
+    if which is not None and epoch is not None:
+        raise UsageError("give --params or --epoch, not both")
+    if epoch is not None:
+        for name in ("checkpoint", "final", "initial"):
+            if stored[name] is not None and stored[name][0] == epoch and len(stored[name][1]):
+                return f"epoch{epoch}", stored[name][1]
+        have = sorted((s[0], n) for n, s in stored.items() if s is not None and len(s[1]))
+        raise UsageError(f"--epoch {epoch}: the run file keeps parameters only after epochs "
+                         + ", ".join(f"{e} ({n})" for e, n in have))
+    which = which or "final"
+    if stored[which] is None or not len(stored[which][1]):
+        raise UsageError(f"the run file has no {which} parameters")
+    return which, stored[which][1]
+
+
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "gradcheck": cmd_gradcheck, "inspect": cmd_inspect,
             "trajectories": cmd_trajectories, "plot": cmd_plot, "toy": cmd_toy,
-            "animate": cmd_animate}
+            "animate": cmd_animate, "diagnose": cmd_diagnose}
 
 
 def dispatch(argv=None):

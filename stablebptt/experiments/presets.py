@@ -145,6 +145,13 @@ def build_task(config, data=None):
     return BuiltTask(config, problem, train.astype(dtype), test.astype(dtype))
 
 
+def initial_parameters(config, controller):
+    """``(theta, rng)``: the parameters a run of ``config`` starts from, drawn in its dtype from
+    a generator seeded with ``seed``, and that generator, which the run goes on to shuffle with."""
+    rng = np.random.default_rng(config.seed)
+    return controller.init(rng, np.dtype(config.dtype)), rng
+
+
 def _require_cuda():
     from ..cuda import cuda_available
 

@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 try:
@@ -152,43 +153,52 @@ def write_run(path, record):
     The temporary name is unique to this write, so a concurrent writer's file is never touched;
     hold :class:`RunLock` to keep other processes from writing the same run.
     """
+    with atomic_h5(path) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["status"] = record.status
+        f.attrs["epochs_done"] = record.epochs_done
+        config = record.config.to_dict()
+        f.attrs["config"] = json.dumps(config)
+        for key, value in config.items():
+            f.attrs[f"config.{key}"] = value
+        for key, value in versions().items():
+            f.attrs[f"version.{key}"] = value
+        for key, value in record.attrs.items():
+            f.attrs[key] = value
+        metrics = f.create_group("metrics")
+        for name in METRICS:
+            values = np.asarray(record.metrics.get(name, []), dtype=np.float64)
+            ds = metrics.create_dataset(name, data=values, maxshape=(None,), chunks=(256,))
+            ds.attrs["description"] = METRIC_HELP[name]
+        if record.train is not None:
+            f["data/train"] = record.train
+            f["data/test"] = record.test
+        for group, params in (("params/initial", record.params_initial),
+                              ("params/final", record.params_final)):
+            for name, value in params.items():
+                f[f"{group}/{name}"] = value
+        if record.checkpoint is not None:
+            ck = record.checkpoint
+            g = f.create_group("checkpoint")
+            g["theta"] = ck.theta
+            for name, value in ck.optimizer_arrays.items():
+                g[f"optimizer/{name}"] = value
+            g.attrs["epoch"] = ck.epoch
+            g.attrs["optimizer_step"] = ck.optimizer_step
+            g.attrs["rng_state"] = json.dumps(ck.rng_state)
+
+
+@contextmanager
+def atomic_h5(path):
+    """An HDF5 file open for writing that appears at ``path`` only when the block completes:
+    it is written under a temporary name unique to this write in the same folder, synced, and
+    renamed over ``path``; an error or interrupt in the block leaves ``path`` as it was."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with _h5py().File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["status"] = record.status
-            f.attrs["epochs_done"] = record.epochs_done
-            config = record.config.to_dict()
-            f.attrs["config"] = json.dumps(config)
-            for key, value in config.items():
-                f.attrs[f"config.{key}"] = value
-            for key, value in versions().items():
-                f.attrs[f"version.{key}"] = value
-            for key, value in record.attrs.items():
-                f.attrs[key] = value
-            metrics = f.create_group("metrics")
-            for name in METRICS:
-                values = np.asarray(record.metrics.get(name, []), dtype=np.float64)
-                ds = metrics.create_dataset(name, data=values, maxshape=(None,), chunks=(256,))
-                ds.attrs["description"] = METRIC_HELP[name]
-            if record.train is not None:
-                f["data/train"] = record.train
-                f["data/test"] = record.test
-            for group, params in (("params/initial", record.params_initial),
-                                  ("params/final", record.params_final)):
-                for name, value in params.items():
-                    f[f"{group}/{name}"] = value
-            if record.checkpoint is not None:
-                ck = record.checkpoint
-                g = f.create_group("checkpoint")
-                g["theta"] = ck.theta
-                for name, value in ck.optimizer_arrays.items():
-                    g[f"optimizer/{name}"] = value
-                g.attrs["epoch"] = ck.epoch
-                g.attrs["optimizer_step"] = ck.optimizer_step
-                g.attrs["rng_state"] = json.dumps(ck.rng_state)
+            yield f
             f.flush()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

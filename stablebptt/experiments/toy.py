@@ -21,6 +21,8 @@ from ..sims import Shift
 from .optim import Adam
 
 ROTATION = 2.0  # weight of the rotated component in field (b)
+# Figure 1's point for the gradient-flow view: there the network path explodes over 4 steps
+DIAGNOSIS_POINT = (-1.0, 2.0)
 START = (2.0, 4.0)
 FIELD_COLOURS = {"gradient": "#ef476f", "rotation": "#ffd166", "combination": "#06d6a0"}
 FIELD_TITLES = {"gradient": "Gradient field", "rotation": "+ Rotation", "combination": "Combination"}
@@ -61,10 +63,14 @@ class RotationToy:
         return np.array(path), np.array(losses)
 
 
+def unrolled_toy():
+    """Figure 1's unrolled toy: the problem and its initial state."""
+    return Problem(Shift(target=2.0), Quadratic(), 4), np.array([[-0.3]])
+
+
 def unrolled_fields(t1, t2):
     """Loss and R, M, C gradients of Figure 1's unrolled toy on a grid (engine, float64)."""
-    problem = Problem(Shift(target=2.0), Quadratic(), 4)
-    x0 = np.array([[-0.3]])
+    problem, x0 = unrolled_toy()
     loss = np.zeros(t1.shape)
     fields = {m: np.zeros(t1.shape + (2,)) for m in "RMC"}
     for idx in np.ndindex(t1.shape):
@@ -131,6 +137,7 @@ def toy_figures(out_folder, iterations=200, resolution=41):
         ax.imshow(np.log10(loss + 1e-12), extent=(axis1[0], axis1[-1], axis2[0], axis2[-1]),
                   origin="lower", aspect="auto", cmap="Greys", alpha=0.5)
         ax.streamplot(axis1, axis2, u, v, color="#073b4c", density=0.9, linewidth=0.8)
+        ax.plot(*DIAGNOSIS_POINT, "*", color="#ef476f", ms=10)
         ax.set_xlim(axis1[0], axis1[-1])
         ax.set_ylim(axis2[0], axis2[-1])
         ax.set_title(title)
@@ -142,6 +149,20 @@ def toy_figures(out_folder, iterations=200, resolution=41):
     written += _save(fig, os.path.join(out_folder, "figure1_toy"))
     plt.close(fig)
     return written
+
+
+def toy_diagnosis(out_folder, theta=DIAGNOSIS_POINT):
+    """The gradient-flow view (``stablebptt diagnose``) of Figure 1's unrolled toy at ``theta``
+    (the star in Figure 1): the physics path s = x + c passes the adjoint on unchanged, the
+    network path multiplies it by df/dx = 2 t1 x + t2 at every step. Returns
+    ``(paths, reading)``."""
+    from .diagnose import run_diagnosis
+
+    problem, x0 = unrolled_toy()
+    attrs = {"task": "toy", "params": f"theta={tuple(theta)}"}
+    title = f"unrolled toy (Figure 1) at theta = {tuple(theta)} (the star): gradient flow"
+    return run_diagnosis(problem, np.array(theta, dtype=np.float64), x0,
+                         os.path.join(out_folder, "diagnose_toy"), attrs, title, horizons=4)
 
 
 def _save(fig, stem):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..adjoint.modes import parse_mode
 from .optim import clip_gradient, make_optimizer, state_arrays
-from .presets import build_task
+from .presets import build_task, initial_parameters
 from .results import METRICS, Checkpoint, RunFileError, RunLock, RunRecord, read_run, write_run
 
 
@@ -116,8 +116,7 @@ class Trainer:
                 raise RunFileError(f"run file exists: {path} (continue it with --resume, or "
                                    "--overwrite)")
             task = build_task(config)
-            rng = np.random.default_rng(config.seed)
-            theta = task.controller.init(rng, np.dtype(config.dtype))
+            theta, rng = initial_parameters(config, task.controller)
             optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
             initial = {k: v.copy() for k, v in task.controller.views(theta).items()}
             trainer = cls(config, path, task, theta, optimizer.init(theta), rng,
