@@ -158,3 +158,49 @@ def test_toy_diagnosis_has_the_closed_form_jacobians(tmp_path):
                                np.abs(1 + 2 * t1 * x + t2), rtol=1e-14)
     assert np.ptp(diag["adjoint_norm"]["physics"]) == 0.0
     assert "grows far beyond the physics path" in text
+
+
+def test_seeds_are_aggregated_into_a_median_line_with_a_band(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stablebptt.experiments.paper import _seed_curve, load_folder, seed_groups, smooth
+
+    for seed in (0, 1, 2):
+        config = preset("cartpole", mode="C", epochs=4, n_data=16, seed=seed, **SMALL["cartpole"])
+        Trainer.new(config, str(tmp_path / (config.run_name() + ".h5"))).run(quiet=True)
+    config = preset("cartpole", mode="R", epochs=4, n_data=16, seed=0, **SMALL["cartpole"])
+    Trainer.new(config, str(tmp_path / (config.run_name() + ".h5"))).run(quiet=True)
+    runs, _ = load_folder(tmp_path)
+    groups = seed_groups(list(runs.values()))
+    assert sorted(len(members) for _, members in groups) == [1, 3]
+
+    members = next(m for _, m in groups if len(m) == 3)
+    fig, ax = plt.subplots()
+    _seed_curve(ax, members, "test_loss", window=1, lw=1)
+    curves = np.stack([smooth(r.metrics["test_loss"], 1) for r in members])
+    assert not np.allclose(curves[0], curves[1])  # the seeds differ: the band is not trivial
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_ydata(), np.median(curves, axis=0))
+    (band,) = ax.collections
+    corners = band.get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose([corners.min(), corners.max()], [curves.min(), curves.max()])
+    plt.close(fig)
+
+    assert main(["plot", str(tmp_path), "--threshold", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 finished" in printed
+    with open(tmp_path / "summary.csv") as fh:
+        rows = {row["mode"]: row for row in csv.DictReader(fh)}
+    finals = [r.metrics["test_loss"][-1] for r in members]
+    c = rows["C"]
+    assert c["seeds"] == "3" and c["seed_values"] == "0 1 2" and c["status"] == "3 finished"
+    assert float(c["final_test_loss"]) == pytest.approx(np.median(finals))
+    assert [float(c["final_min"]), float(c["final_max"])] == pytest.approx([min(finals), max(finals)])
+    assert c["reached_threshold"] == "3/3" and c["epochs_to_threshold"] == "1"
+    assert rows["R"]["seeds"] == "1" and rows["R"]["status"] == "finished"
+    with open(tmp_path / "runs.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 4
+    _valid_png(tmp_path / "figure4_cartpole.png")

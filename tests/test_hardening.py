@@ -321,7 +321,7 @@ def test_diverged_runs_are_plotted_tabled_and_animated(tmp_path, capsys):
     assert main(["plot", str(runs)]) == 0
     printed = capsys.readouterr().out
     assert "diverged" in printed
-    with open(runs / "summary.csv") as fh:
+    with open(runs / "runs.csv") as fh:
         rows = {row["file"]: row for row in csv.DictReader(fh)}
     assert {row["status"] for row in rows.values()} == {"diverged"}
     late = rows["late.h5"]

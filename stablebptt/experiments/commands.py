@@ -193,7 +193,8 @@ def build_parser():
     g.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("plot", help="the paper's figures 3-5 and a summary table from a folder of runs")
     f.add_argument("folder", help="a folder of run files (e.g. a sweep's)")
-    f.add_argument("--out", help="where the figures and summary.csv go (default: the folder)")
+    f.add_argument("--out", help="where the figures, summary.csv and runs.csv go (default: the "
+                   "folder)")
     f.add_argument("--threshold", type=float, default=0.1,
                    help="test loss for the 'epochs to reach' column (default 0.1)")
     f.add_argument("--smooth", type=int, default=30,
@@ -412,8 +413,8 @@ def cmd_inspect(args):
 
 
 def cmd_plot(args):
-    from .paper import (gradient_figures, load_folder, missing_runs, paper_figures, summary_rows,
-                        write_summary)
+    from .paper import (RUN_FIELDS, gradient_figures, load_folder, missing_runs, paper_figures,
+                        run_rows, summary_rows, write_csv, write_summary)
 
     if not os.path.isdir(args.folder):
         raise UsageError(f"no such folder: {args.folder}")
@@ -434,7 +435,9 @@ def cmd_plot(args):
                  + gradient_figures(list(runs.values()), out, args.smooth)):
         print(path)
     write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
+    write_csv(run_rows(runs, args.threshold), os.path.join(out, "runs.csv"), RUN_FIELDS)
     print(os.path.join(out, "summary.csv"))
+    print(os.path.join(out, "runs.csv"))
     return 1 if problems else 0
 
 

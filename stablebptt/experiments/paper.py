@@ -1,5 +1,6 @@
 """The paper's result figures (3, 4, 5) and a summary table, made from a folder of run files."""
 
+import collections
 import csv
 import glob
 import itertools
@@ -74,6 +75,22 @@ def _by_task(records):
     return groups
 
 
+def seed_groups(records):
+    """Runs that differ only in their seed, as ``[(representative config, [records by seed])]``:
+    one line of a figure and one row of the summary each."""
+    groups = {}
+    for record in records:
+        key = record.config.replace(seed=0).run_name()
+        groups.setdefault(key, []).append(record)
+    return [(members[0].config, sorted(members, key=lambda r: r.config.seed))
+            for _, members in sorted(groups.items())]
+
+
+def _line_order(item):
+    config = item[0]
+    return (config.mode, config.clip)
+
+
 def paper_figures(records, out_folder, window=SMOOTHING):
     """One figure per task present (PNG and PDF); returns the written paths."""
     import matplotlib
@@ -97,9 +114,10 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         axes = axes.ravel()
         for ax, value in zip(axes, panels):
             members = [r for r in group if _panel_value(r.config, field) == value]
-            for r in sorted(members, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
-                _curve(ax, r, "test_loss", window, lw=1.2)
-            ax.set_title(title.format(value), fontsize=10)
+            lines = sorted(seed_groups(members), key=_line_order)
+            for _, runs in lines:
+                _seed_curve(ax, runs, "test_loss", window, lw=1.2)
+            ax.set_title(title.format(value) + _seed_note(lines), fontsize=10)
             ax.set_yscale("log")
             _paper_range(ax, spec.figure_yrange)
             _plain_log_ticks(ax)
@@ -107,8 +125,8 @@ def paper_figures(records, out_folder, window=SMOOTHING):
             longest = max(r.epochs_done for r in members)
             ax.set_ylabel(f"test loss (smoothed over {max(1, min(window, longest // 3))})", fontsize=8)
         for ax, metric in zip(axes[len(panels):], extras):
-            for r in group:
-                _curve(ax, r, metric, window, lw=1.0)
+            for _, runs in sorted(seed_groups(group), key=_line_order):
+                _seed_curve(ax, runs, metric, window, lw=1.0)
             ax.set_yscale("log")
             ax.set_title(f"{METRIC_TITLES.get(metric, metric)} (all panels)", fontsize=10)
             ax.set_xlabel("epoch", fontsize=8)
@@ -145,8 +163,8 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
     for task, group in sorted(_by_task(records).items()):
         fig, axes = plt.subplots(1, len(GRADIENT_PANELS), figsize=(3.6 * len(GRADIENT_PANELS), 3.0))
         for ax, (metric, title, scale) in zip(axes, GRADIENT_PANELS):
-            for r in sorted(group, key=lambda r: (r.config.mode, r.config.clip, r.config.seed)):
-                _curve(ax, r, metric, window, lw=1.0)
+            for _, runs in sorted(seed_groups(group), key=_line_order):
+                _seed_curve(ax, runs, metric, window, lw=1.0)
             if scale == "log" and any(np.any(line.get_ydata() > 0) for line in ax.get_lines()):
                 ax.set_yscale("log")
             ax.set_title(title, fontsize=9)
@@ -165,11 +183,14 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
 def _legend(fig, group):
     """Mode colours, clipping line styles and the divergence marker, below the panels."""
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     modes = sorted({r.config.mode for r in group}, key="RMCSN".index)
     clips = sorted({r.config.clip for r in group})
     handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
                + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
+    if any(len(runs) > 1 for _, runs in seed_groups(group)):
+        handles.append(Patch(color="grey", alpha=0.25, label="median, min-max over seeds"))
     if any(r.status == "diverged" for r in group):
         handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
@@ -196,6 +217,37 @@ def _plain_log_ticks(ax):
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _seed_note(lines):
+    """`` (3 seeds)`` when every line of a panel has the same number of seeds, more than one;
+    `` (1-3 seeds)`` when they differ; nothing for single runs."""
+    counts = sorted({len(runs) for _, runs in lines})
+    if counts == [1]:
+        return ""
+    return f" ({counts[0]} seeds)" if len(counts) == 1 else f" ({counts[0]}-{counts[-1]} seeds)"
+
+
+def _seed_curve(ax, runs, metric, window, lw):
+    """One line for runs that differ only in the seed: a single run as :func:`_curve`; several
+    as the median of their smoothed curves with a min-max band, over the epochs every one of
+    them has finite values for; a diverged seed still ends in an x where it diverged."""
+    if len(runs) == 1:
+        _curve(ax, runs[0], metric, window, lw)
+        return
+    config = runs[0].config
+    curves = [smooth(finite_prefix(r.metrics[metric]), window) for r in runs]
+    common = min(len(c) for c in curves)
+    style = dict(color=MODE_COLOURS[config.mode], lw=lw)
+    if common:
+        stacked = np.stack([c[:common] for c in curves])
+        epochs = np.arange(1, common + 1)
+        ax.fill_between(epochs, stacked.min(axis=0), stacked.max(axis=0), alpha=0.2, lw=0,
+                        color=style["color"])
+        ax.plot(epochs, np.median(stacked, axis=0), ls=CLIP_STYLES[config.clip], **style)
+    for r, curve in zip(runs, curves):
+        if r.status == "diverged" and len(curve):
+            ax.plot([len(curve)], [curve[-1]], marker="x", ms=7, ls="none", **style)
+
+
 def _curve(ax, record, metric, window, lw):
     """A run's smoothed metric up to its first non-finite value; a diverged run ends in an x."""
     values = finite_prefix(record.metrics[metric])
@@ -209,22 +261,24 @@ def _curve(ax, record, metric, window, lw):
             ax.plot([len(values)], [end], marker="x", ms=7, ls="none", **style)
 
 
-SUMMARY_FIELDS = ("task", "setting", "mode", "clip", "lr", "seed", "status", "epochs",
-                  "diverged_epoch", "final_test_loss", "best_test_loss", "best_epoch",
-                  "epochs_to_threshold", "file")
+RUN_FIELDS = ("task", "setting", "mode", "clip", "lr", "seed", "status", "epochs",
+              "diverged_epoch", "final_test_loss", "best_test_loss", "best_epoch",
+              "epochs_to_threshold", "file")
+SUMMARY_FIELDS = ("task", "setting", "mode", "clip", "lr", "seeds", "seed_values", "status",
+                  "final_test_loss", "final_min", "final_max", "best_test_loss", "best_min",
+                  "best_max", "epochs_to_threshold", "reached_threshold", "files")
 
 
-def summary_rows(runs, threshold):
-    """One row per run: final and best test loss and the first epoch at or below ``threshold``."""
+def run_rows(runs, threshold):
+    """One row per run (``runs.csv``): final and best test loss and the first epoch at or below
+    ``threshold``."""
     rows = []
     for path, r in sorted(runs.items(), key=lambda kv: (kv[1].config.task, kv[0])):
-        field = r.config.task_def.panel_setting()
         test = np.asarray(r.metrics["test_loss"])
         finite = finite_prefix(test)
         below = np.nonzero(finite <= threshold)[0] if threshold is not None else []
         rows.append(dict(
-            task=r.config.task, setting=f"{field}={getattr(r.config, field)}" if field else "",
-            mode=r.config.mode,
+            task=r.config.task, setting=_setting(r.config), mode=r.config.mode,
             clip=r.config.clip, lr=r.config.lr, seed=r.config.seed, status=r.status,
             epochs=r.epochs_done, diverged_epoch=r.attrs.get("diverged_epoch", ""),
             final_test_loss=float(test[-1]) if len(test) else float("nan"),
@@ -235,18 +289,66 @@ def summary_rows(runs, threshold):
     return rows
 
 
-def write_summary(rows, path, stream=None):
-    """Save the rows as CSV and print them as a table (to ``stream``, default stdout)."""
-    stream = stream or sys.stdout
+def _setting(config):
+    field = config.task_def.panel_setting()
+    return f"{field}={getattr(config, field)}" if field else ""
+
+
+def summary_rows(runs, threshold):
+    """One row per line of the figures (``summary.csv``): runs that differ only in the seed,
+    with how many seeds there are, the median final and best test loss and their min and max
+    over the seeds, and the median epochs to reach ``threshold`` over the seeds that reached it."""
+    per_run = {row["file"]: row for row in run_rows(runs, threshold)}
+    rows = []
+    for config, members in sorted(seed_groups(list(runs.values())),
+                                  key=lambda item: (item[0].task, _setting(item[0]), item[0].mode,
+                                                    item[0].clip, item[0].run_name())):
+        files = [os.path.basename(p) for p, r in runs.items() if any(r is m for m in members)]
+        group = [per_run[f] for f in files]
+        final = np.array([row["final_test_loss"] for row in group])
+        best = np.array([row["best_test_loss"] for row in group])
+        reached = [row["epochs_to_threshold"] for row in group if row["epochs_to_threshold"] != ""]
+        statuses = collections.Counter(row["status"] for row in group)
+        rows.append(dict(
+            task=config.task, setting=_setting(config), mode=config.mode, clip=config.clip,
+            lr=config.lr, seeds=len(group),
+            seed_values=" ".join(str(s) for s in sorted(row["seed"] for row in group)),
+            status=", ".join(f"{n} {s}" if len(group) > 1 else s for s, n in sorted(statuses.items())),
+            final_test_loss=_median(final), final_min=_nan_safe(np.min, final),
+            final_max=_nan_safe(np.max, final), best_test_loss=_median(best),
+            best_min=_nan_safe(np.min, best), best_max=_nan_safe(np.max, best),
+            epochs_to_threshold=int(np.median(reached)) if reached else "",
+            reached_threshold=f"{len(reached)}/{len(group)}", files=" ".join(sorted(files))))
+    return rows
+
+
+def _median(values):
+    return _nan_safe(np.median, values)
+
+
+def _nan_safe(reduce, values):
+    """``reduce`` of the finite values (a diverged run's final loss is NaN), NaN if none."""
+    finite = values[np.isfinite(values)]
+    return float(reduce(finite)) if len(finite) else float("nan")
+
+
+def write_csv(rows, path, fields):
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    header = (f"{'task':9} {'setting':16} {'mode':4} {'clip':5} {'lr':>7} {'seed':>4} "
-              f"{'status':9} {'epochs':>6} {'final':>10} {'best':>10} {'to thr.':>7}")
+
+
+def write_summary(rows, path, stream=None):
+    """Save the summary rows as CSV and print them as a table (to ``stream``, default stdout)."""
+    stream = stream or sys.stdout
+    write_csv(rows, path, SUMMARY_FIELDS)
+    header = (f"{'task':9} {'setting':16} {'mode':4} {'clip':5} {'lr':>7} {'seeds':>5} "
+              f"{'status':18} {'final (median)':>14} {'min-max':>19} {'best':>10} {'to thr.':>7}")
     print(header, file=stream)
     for row in rows:
+        spread = f"{row['final_min']:.3g}-{row['final_max']:.3g}" if row["seeds"] > 1 else ""
         print(f"{row['task']:9} {row['setting']:16} {row['mode']:4} {row['clip']:5} "
-              f"{row['lr']:>7g} {row['seed']:>4} {row['status']:9} {row['epochs']:>6} "
-              f"{row['final_test_loss']:>10.4g} {row['best_test_loss']:>10.4g} "
+              f"{row['lr']:>7g} {row['seeds']:>5} {row['status']:18} "
+              f"{row['final_test_loss']:>14.4g} {spread:>19} {row['best_test_loss']:>10.4g} "
               f"{str(row['epochs_to_threshold']):>7}", file=stream)
