@@ -294,6 +294,7 @@ class DoubleCartPole(Task):
     preset = dict(time=2.0, n_steps=200, loss_mode="FINAL", width=64, n_data=128, epochs=300,
                   zero_last=True)
     grid = {"mode": ["R", "M", "C", "S"], "clip": ["value", "norm", "none"]}
+    panel, panel_title = "clip", "clipping: {}"  # one plot panel per clipping mode
     gradcheck_steps = 20
 
     def simulator(self, config):

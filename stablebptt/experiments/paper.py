@@ -110,7 +110,9 @@ def paper_figures(records, out_folder, window=SMOOTHING):
         n = len(panels) + len(extras)
         cols = min(n, spec.figure_columns or n)
         rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+        # at least 6 inches wide, so that the legend below a single panel fits
+        fig, axes = plt.subplots(rows, cols, figsize=(max(3.6 * cols, 6.0), 3.0 * rows + 0.5),
+                                 squeeze=False)
         axes = axes.ravel()
         for ax, value in zip(axes, panels):
             members = [r for r in group if _panel_value(r.config, field) == value]
@@ -132,9 +134,9 @@ def paper_figures(records, out_folder, window=SMOOTHING):
             ax.set_xlabel("epoch", fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
-        _legend(fig, group)
+        bottom = _legend(fig, group)
         fig.suptitle(task, fontsize=12)
-        fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+        fig.tight_layout(rect=(0, bottom, 1, 0.97))
         stem = os.path.join(out_folder, spec.figure_name or f"figure_{task}")
         for ext in ("png", "pdf"):
             fig.savefig(f"{stem}.{ext}", dpi=130)
@@ -169,9 +171,9 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
                 ax.set_yscale("log")
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
-        _legend(fig, group)
+        bottom = _legend(fig, group)
         fig.suptitle(f"{task}: gradient flow", fontsize=11)
-        fig.tight_layout(rect=(0, 0.1, 1, 0.94))
+        fig.tight_layout(rect=(0, bottom, 1, 0.94))
         stem = os.path.join(out_folder, f"gradients_{task}")
         for ext in ("png", "pdf"):
             fig.savefig(f"{stem}.{ext}", dpi=110)
@@ -181,7 +183,8 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
 
 
 def _legend(fig, group):
-    """Mode colours, clipping line styles and the divergence marker, below the panels."""
+    """Mode colours, clipping line styles and the divergence marker, below the panels; returns
+    the fraction of the figure's height the legend takes."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -193,7 +196,11 @@ def _legend(fig, group):
         handles.append(Patch(color="grey", alpha=0.25, label="median, min-max over seeds"))
     if any(r.status == "diverged" for r in group):
         handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    per_row = max(3, int(fig.get_figwidth() / 1.2))  # entries per legend row that fit the width
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), per_row), fontsize=8,
+               frameon=False)
+    legend_rows = -(-len(handles) // per_row)
+    return (0.25 * legend_rows + 0.1) / fig.get_figheight()  # the figure's fraction it takes
 
 
 def _paper_range(ax, yrange):
