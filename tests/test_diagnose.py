@@ -219,3 +219,40 @@ def test_diagnose_bad_input_is_one_line(args, message, tmp_path, capsys):
 def test_diagnose_preset_rejects_run_file_options(capsys):
     assert main(["diagnose", "cartpole", "--params", "final"]) == 2
     assert "apply to a run file" in capsys.readouterr().err
+
+
+def _synthetic(physics, regular, network, jac_network=0.1):
+    """A diagnosis of 10 steps whose adjoints grow by the given factors from step N to 0."""
+    def path(factor):
+        values = np.ones(11)
+        values[0] = factor  # only the two ends are read
+        return values
+
+    return {"step": np.arange(11), "horizon": np.array([1, 10]),
+            "adjoint_norm": {"physics": path(physics), "regular": path(regular),
+                             "network": path(network)},
+            "grad_norm": {"R": np.array([1.0, 2.0]), "M": np.array([1.0, 3.0]),
+                          "S": np.array([0.0, 0.0])},
+            "jacobian_norm": {"physics": np.ones((10, 2)), "closed_loop": np.ones((10, 2)),
+                              "network": np.full((10, 2), jac_network)},
+            "cosine_MR": 0.5, "kept_fraction": 0.75}
+
+
+@pytest.mark.parametrize("factors, says", [
+    ((1e3, 1e3, 1e-9), "The physics itself amplifies feedback"),
+    ((2.0, 1e4, 1e3), "grow ×5e3 beyond the physics path's: it dominates R's gradient"),
+    ((2.0, 1e-3, 1e-9), "damps R's adjoint (×0.0005 of the physics path's)"),
+    ((1e-3, 1e-3, 1e-9), "The physics damps feedback"),
+    ((2.0, 3.0, 1e-9), "R's adjoint stays within ×1.5 of the physics path's"),
+    ((np.inf, 1.0, 1.0), "leaves the float range"),
+])
+def test_reading_of_each_case(factors, says):
+    text = reading(_synthetic(*factors))
+    assert says in text, text
+    assert "From horizon 1 to 10 the gradient norm changes by ×2 for R, ×3 for M, from zero for S" in text
+    assert "cos(g_M, g_R) = 0.500" in text and "keeps 75%" in text
+
+
+def test_reading_of_an_exactly_zero_network_path():
+    diag = _synthetic(1.0, 1.0, 0.0, jac_network=0.0)  # lam_N, the loss gradient, is not zero
+    assert "exactly zero" in reading(diag)

@@ -90,18 +90,29 @@ def reading(diag):
     if not np.all(np.isfinite([phys, reg])):
         text.append("The trajectory or its adjoint leaves the float range: these parameters "
                     "diverge.")
-    elif norms["network"][0] == 0.0 and np.all(jac["network"] == 0.0):
-        text.append("The network path is exactly zero: at these parameters the controller's "
-                    "output does not depend on its input (e.g. a zero-initialised output "
-                    "kernel), so R and M coincide.")
-    elif net > 1e3 * phys or reg > 1e3 * phys:
-        text.append("Feedback through the controller's input grows far beyond the physics path's: "
-                    "it dominates R's gradient, and M (and C) discard it.")
-    elif net < 1e-3 * phys:
-        text.append("Feedback through the controller's input dies out long before the horizon: "
-                    "R's gradient is carried by the physics path, and M is close to R.")
     else:
-        text.append("Both paths carry feedback of comparable size over the horizon.")
+        if phys > 1e2:
+            text.append("The physics itself amplifies feedback over the horizon (unstable or "
+                        "chaotic dynamics): M keeps that growth, only clipping tames it.")
+        elif phys < 1e-2:
+            text.append("The physics damps feedback over the horizon: early steps get little "
+                        "gradient along it.")
+        if norms["network"][0] == 0.0 and np.all(jac["network"] == 0.0):
+            text.append("The network path is exactly zero: at these parameters the controller's "
+                        "output does not depend on its input (e.g. a zero-initialised output "
+                        "kernel), so R and M coincide.")
+        elif reg > 1e2 * phys:
+            text.append(f"Feedback through the controller's input makes R's adjoint grow "
+                        f"{_factor(reg / phys)} beyond the physics path's: it dominates R's "
+                        "gradient, and M (and C) discard it.")
+        elif reg < 1e-2 * phys:
+            text.append(f"Feedback through the controller's input damps R's adjoint "
+                        f"({_factor(reg / phys)} of the physics path's): M, which drops it, "
+                        "keeps the gradient that R loses.")
+        else:
+            text.append(f"R's adjoint stays within {_factor(max(reg / phys, phys / reg))} of the "
+                        "physics path's: feedback through the controller's input changes its "
+                        "size little.")
     h, g = diag["horizon"], diag["grad_norm"]
     if len(h) > 1:
         ratios = ", ".join(f"{_factor(g[m][-1] / g[m][0]) if g[m][0] > 0 else 'from zero'} for {m}"
