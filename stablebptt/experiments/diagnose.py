@@ -163,6 +163,15 @@ def _positive(values):
     return values
 
 
+def _at_most_decades(ax, curves, decades):
+    """Show at most ``decades`` below the largest value: a path that vanishes (to 1e-300 over a
+    long horizon) leaves through the bottom instead of flattening the others."""
+    values = np.concatenate([_positive(c) for c in curves])
+    values = values[np.isfinite(values)]
+    if len(values) and values.max() / values.min() > 10.0**decades:
+        ax.set_ylim(values.max() * 10.0**-decades, values.max() * 10)
+
+
 def diagnosis_figure(diag, stem, title):
     """Draw ``diag`` as ``stem.png`` and ``stem.pdf``; returns the two paths."""
     import matplotlib
@@ -175,6 +184,7 @@ def diagnosis_figure(diag, stem, title):
     for name, (colour, label) in PATH_STYLE.items():
         ax.plot(diag["step"], _positive(diag["adjoint_norm"][name]), color=colour, label=label)
     ax.set_yscale("log")
+    _at_most_decades(ax, [diag["adjoint_norm"][name] for name in PATH_STYLE], 16)
     ax.invert_xaxis()  # the sweep runs from N back to 0
     ax.set_xlabel("step n (backpropagated from N to 0)")
     ax.set_title("adjoint norm |λ_n| (batch mean)")
