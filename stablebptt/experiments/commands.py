@@ -515,7 +515,7 @@ def cmd_diagnose(args):
         config = record.config.replace(device="cpu")
         which, theta = _stored_parameters(record, args.params, args.epoch)
         task = build_task(config, data=(record.train, record.test))
-        theta = task.controller.flatten(theta) if isinstance(theta, dict) else theta
+        theta = task.controller.flatten(theta, np.float64) if isinstance(theta, dict) else theta
         name = os.path.splitext(os.path.basename(args.task))[0]
         folder = args.out or os.path.dirname(os.path.abspath(args.task))
     else:
