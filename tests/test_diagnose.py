@@ -6,7 +6,7 @@ import pytest
 
 from stablebptt.adjoint.engine import Problem
 from stablebptt.adjoint.flow import GradientFlow, log_spaced_horizons
-from stablebptt.experiments import Trainer, preset
+from stablebptt.experiments import Trainer, preset, read_run
 from stablebptt.experiments.cli import main
 from stablebptt.experiments.diagnose import diagnose, read_diagnosis, reading
 from stablebptt.experiments.gradcheck import small_runs
@@ -256,3 +256,18 @@ def test_reading_of_each_case(factors, says):
 def test_reading_of_an_exactly_zero_network_path():
     diag = _synthetic(1.0, 1.0, 0.0, jac_network=0.0)  # lam_N, the loss gradient, is not zero
     assert "exactly zero" in reading(diag)
+
+
+def test_diagnose_a_float64_run_at_its_exact_parameters(tmp_path, capsys):
+    from stablebptt.experiments.presets import build_task
+
+    config = preset("cartpole", n_steps=8, width=6, epochs=2, n_data=16, dtype="float64")
+    run = str(tmp_path / "run.h5")
+    Trainer.new(config, run).run(quiet=True)
+    assert main(["diagnose", run, "--samples", "3", "--horizons", "2"]) == 0
+    diag = read_diagnosis(capsys.readouterr().out.splitlines()[0])
+    record = read_run(run)
+    task = build_task(record.config, data=(record.train, record.test))
+    theta = task.controller.flatten(record.params_final, np.float64)
+    g = task.problem.gradient(theta, record.test[:3], "R").grad
+    np.testing.assert_allclose(diag["grad_norm"]["R"][-1], np.linalg.norm(g), rtol=1e-12)
