@@ -244,6 +244,8 @@ def _synthetic(physics, regular, network, jac_network=0.1):
     ((2.0, 1e-3, 1e-9), "damps R's adjoint (×0.0005 of the physics path's)"),
     ((1e-3, 1e-3, 1e-9), "The physics damps feedback"),
     ((2.0, 3.0, 1e-9), "R's adjoint stays within ×1.5 of the physics path's"),
+    ((2.0, 22.0, 1e-9), "grow ×11 beyond the physics path's: a large part of R's gradient"),
+    ((2.0, 0.2, 1e-9), "shrinks R's adjoint to ×0.1 of the physics path's"),
     ((np.inf, 1.0, 1.0), "leaves the float range"),
 ])
 def test_reading_of_each_case(factors, says):

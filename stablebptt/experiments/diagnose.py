@@ -105,10 +105,17 @@ def reading(diag):
             text.append(f"Feedback through the controller's input makes R's adjoint grow "
                         f"{_factor(reg / phys)} beyond the physics path's: it dominates R's "
                         "gradient, and M (and C) discard it.")
+        elif reg > 3 * phys:
+            text.append(f"Feedback through the controller's input makes R's adjoint grow "
+                        f"{_factor(reg / phys)} beyond the physics path's: a large part of R's "
+                        "gradient comes through it, and M drops that part.")
         elif reg < 1e-2 * phys:
             text.append(f"Feedback through the controller's input damps R's adjoint "
                         f"({_factor(reg / phys)} of the physics path's): M, which drops it, "
                         "keeps the gradient that R loses.")
+        elif reg < phys / 3:
+            text.append(f"Feedback through the controller's input shrinks R's adjoint to "
+                        f"{_factor(reg / phys)} of the physics path's.")
         else:
             text.append(f"R's adjoint stays within {_factor(max(reg / phys, phys / reg))} of the "
                         "physics path's: feedback through the controller's input changes its "
