@@ -17,7 +17,8 @@ second hung from the tip of the first; the cart has mass ``m0``. Lagrange's equa
 
 integrated with semi-implicit Euler (velocities first), as the paper's cart-pole. Released near
 the upright, the uncontrolled system falls into chaotic swinging: its maximal Lyapunov exponent
-is positive (``lyapunov_exponent`` below; README: "A chaotic task"). The controller must catch
+is positive (``main`` below, with ``stablebptt.adjoint.flow.lyapunov_exponent``; README: "A
+chaotic task"). The controller must catch
 the poles and hold them up; stage loss ``(2 - cos th1 - cos th2) / 2``, a mean over the batch.
 
 The adjoint of the step follows from differentiating ``M a = f`` with ``a = M^-1 f``: for a
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stablebptt.adjoint.flow import lyapunov_exponent, separation_exponent
 from stablebptt.contract import (kernel, loss_grad_sig, loss_sig, sample_kernel, step_sig,
                                  step_vjp_sig)
 from stablebptt.tasks import Option, Task, at_least
@@ -239,49 +241,6 @@ def rollout(sim, x0, n_steps, force=0.0):
     return states
 
 
-def lyapunov_exponent(sim, x0, n_steps):
-    """Maximal Lyapunov exponent (1/s) of the uncontrolled system from each state of ``x0``:
-    a tangent vector carried along by the step's Jacobian (built from the adjoint kernel, one
-    vector-Jacobian product per state component), renormalised every step; the mean growth rate
-    of its log-norm (Benettin et al. 1980). Returns ``(B,)`` exponents."""
-    batch, size = np.shape(x0)
-    x = np.array(x0, dtype=np.float64)
-    tangent = np.ones((batch, size)) / math.sqrt(size)
-    log_growth = np.zeros(batch)
-    zero = np.zeros((batch * size, 1))
-    unit = np.tile(np.eye(size), (batch, 1))
-    rows, dc = np.zeros((batch * size, size)), np.zeros((batch * size, 1))
-    x_next = np.zeros_like(x)
-    for _ in range(n_steps):
-        sim.step_vjp(sim.params, np.repeat(x, size, axis=0), zero, unit, rows, dc)
-        tangent = np.einsum("bij,bj->bi", rows.reshape(batch, size, size), tangent)
-        norm = np.linalg.norm(tangent, axis=1)
-        log_growth += np.log(norm)
-        tangent /= norm[:, None]
-        sim.step(sim.params, x, zero[:batch], x_next)
-        x, x_next = x_next, x
-    return log_growth / (n_steps * sim.dt)
-
-
-def separation_exponent(sim, x0, n_steps, delta=1e-8):
-    """The same exponent from two nearby trajectories, the second renormalised to distance
-    ``delta`` from the first after every step: an estimate independent of the adjoint."""
-    batch, size = np.shape(x0)
-    x = np.array(x0, dtype=np.float64)
-    offset = np.ones((batch, size)) / math.sqrt(size)
-    y = x + delta * offset
-    log_growth = np.zeros(batch)
-    zero = np.zeros((batch, 1))
-    x_next, y_next = np.zeros_like(x), np.zeros_like(x)
-    for _ in range(n_steps):
-        sim.step(sim.params, x, zero, x_next)
-        sim.step(sim.params, y, zero, y_next)
-        distance = np.linalg.norm(y_next - x_next, axis=1)
-        log_growth += np.log(distance / delta)
-        x, y = x_next.copy(), x_next + (y_next - x_next) * (delta / distance)[:, None]
-    return log_growth / (n_steps * sim.dt)
-
-
 class DoubleCartPole(Task):
     """Catch and balance a double pendulum on a cart, released near the upright."""
 
@@ -348,8 +307,8 @@ def main():
     for dt, seconds in ((0.002, 20.0), (0.001, 20.0), (0.0005, 20.0), (0.01, 2.0)):
         sim = DoubleCartPoleSim(dt=dt)
         steps = int(round(seconds / dt))
-        tangent = lyapunov_exponent(sim, starts, steps)
-        pairs = separation_exponent(sim, starts, steps)
+        tangent = lyapunov_exponent(sim, starts, steps, dt)
+        pairs = separation_exponent(sim, starts, steps, dt)
         drift = np.abs(sim.energy(rollout(sim, starts, steps)[-1]) / sim.energy(starts) - 1)
         print(f"  dt {dt:<6} over {seconds:>4g} s: tangent dynamics {np.median(tangent):.2f} "
               f"({tangent.min():.2f}, {tangent.max():.2f}); nearby trajectories "

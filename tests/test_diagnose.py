@@ -273,3 +273,14 @@ def test_diagnose_a_float64_run_at_its_exact_parameters(tmp_path, capsys):
     theta = task.controller.flatten(record.params_final, np.float64)
     g = task.problem.gradient(theta, record.test[:3], "R").grad
     np.testing.assert_allclose(diag["grad_norm"]["R"][-1], np.linalg.norm(g), rtol=1e-12)
+
+
+def test_lyapunov_exponent_of_a_neutral_map_is_zero():
+    """s(x, c) = x + c without control is the identity: nearby states never separate."""
+    from stablebptt.adjoint.flow import lyapunov_exponent, separation_exponent
+    from stablebptt.sims import Shift
+
+    sim = Shift(target=(0.0, 0.0))
+    x0 = np.array([[0.3, -1.0], [2.0, 0.5]])
+    np.testing.assert_allclose(lyapunov_exponent(sim, x0, 50, dt=0.1), 0.0, atol=1e-14)
+    np.testing.assert_allclose(separation_exponent(sim, x0, 50, dt=0.1), 0.0, atol=1e-7)

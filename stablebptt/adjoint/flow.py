@@ -13,7 +13,8 @@ Also here: the gradient norm as a function of the horizon (one forward pass, one
 horizon), and the per-step Jacobians of the physics ``ds/dx``, of the network path
 ``ds/dc df/dx`` and of the closed loop (their sum), built densely from vector-Jacobian products
 (one product per state component) so that their spectral norms are exact (the state of every
-task here has at most a few hundred components).
+task here has at most a few hundred components); and, for any simulator, the maximal Lyapunov
+exponent of its uncontrolled dynamics, from the same Jacobians and from nearby trajectories.
 """
 
 from dataclasses import dataclass
@@ -108,25 +109,17 @@ class GradientFlow:
     def step_jacobians(self, n):
         """The dense Jacobians at step ``n`` (0 <= n < N) for every sample: a dict of
         ``(B, S, S)`` arrays ``physics`` (ds/dx), ``network`` (ds/dc df/dx) and ``closed_loop``
-        (their sum, the Jacobian of x_n -> x_{n+1} with the controller in the loop).
-
-        Row ``i`` of each is the vector-Jacobian product with the unit vector ``e_i``: the state is
-        repeated once per component and the batch kernels do all products in one call.
-        """
-        pb, sim, ctrl = self.problem, self.problem.sim, self.problem.controller
-        size = sim.state_dim
+        (their sum, the Jacobian of x_n -> x_{n+1} with the controller in the loop)."""
+        pb, ctrl = self.problem, self.problem.controller
+        physics, control = step_jacobians(pb.sim, self.states[n], self.controls[n])
+        # rows of ds/dc df/dx: the controller's VJP of each row of ds/dc
+        size, rows = pb.sim.state_dim, self.batch * pb.sim.state_dim
         x = np.repeat(self.states[n], size, axis=0)
-        c = np.repeat(self.controls[n], size, axis=0)
-        unit = np.tile(np.eye(size), (self.batch, 1))
-        dx_sim, dx_ctrl = np.zeros_like(x), np.zeros_like(x)
-        dc = np.zeros_like(c)
-        acts = np.zeros(ctrl.acts_size(len(x)))
-        deltas = np.zeros(ctrl.deltas_size(len(x)))
-        sim.step_vjp(pb.params, x, c, unit, dx_sim, dc)
-        ctrl.forward(self.theta, pb.spec, x, acts, 0, 1, np.zeros_like(c))
-        ctrl.vjp(self.theta, pb.spec, x, acts, 0, 1, dc, dx_ctrl, deltas)
-        shape = (self.batch, size, size)
-        physics, network = dx_sim.reshape(shape), dx_ctrl.reshape(shape)
+        acts, deltas = np.zeros(ctrl.acts_size(rows)), np.zeros(ctrl.deltas_size(rows))
+        dx = np.zeros_like(x)
+        ctrl.forward(self.theta, pb.spec, x, acts, 0, 1, np.zeros((rows, pb.sim.control_dim)))
+        ctrl.vjp(self.theta, pb.spec, x, acts, 0, 1, control.reshape(rows, -1), dx, deltas)
+        network = dx.reshape(physics.shape)
         return {"physics": physics, "network": network, "closed_loop": physics + network}
 
     def jacobian_norms(self):
@@ -141,3 +134,62 @@ class GradientFlow:
 def log_spaced_horizons(n_steps, count=12):
     """About ``count`` distinct horizons from 1 to ``n_steps``, log-spaced (both ends included)."""
     return np.unique(np.round(np.geomspace(1, n_steps, max(int(count), 2))).astype(int))
+
+
+def step_jacobians(sim, x, c):
+    """Dense ``(B, S, S)`` Jacobians ds/dx and ``(B, S, C)`` ds/dc of a simulator's step at
+    states ``x (B, S)`` and controls ``c (B, C)`` (float64).
+
+    Row ``i`` of each is the vector-Jacobian product with the unit vector ``e_i``: every state is
+    repeated once per component and the batch adjoint kernel does all products in one call.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    batch, size = x.shape
+    unit = np.tile(np.eye(size), (batch, 1))
+    dx = np.zeros((batch * size, size))
+    dc = np.zeros((batch * size, c.shape[1]))
+    sim.step_vjp(sim.params, np.repeat(x, size, axis=0), np.repeat(c, size, axis=0), unit, dx, dc)
+    return dx.reshape(batch, size, size), dc.reshape(batch, size, c.shape[1])
+
+
+def lyapunov_exponent(sim, x0, n_steps, dt):
+    """Maximal Lyapunov exponent (per unit time) of the uncontrolled simulator (c = 0) from each
+    state of ``x0 (B, S)``: a tangent vector carried along by the step's Jacobian (from the
+    adjoint kernel, :func:`step_jacobians`), renormalised every step; the mean growth rate of its
+    log-norm over ``n_steps`` steps of length ``dt`` (Benettin et al. 1980). Returns ``(B,)``;
+    a positive value means nearby trajectories separate exponentially (chaos)."""
+    x = np.array(x0, dtype=np.float64)
+    batch, size = x.shape
+    zero = np.zeros((batch, sim.control_dim))
+    tangent = np.ones((batch, size)) / np.sqrt(size)
+    log_growth = np.zeros(batch)
+    x_next = np.zeros_like(x)
+    for _ in range(n_steps):
+        jx, _ = step_jacobians(sim, x, zero)
+        tangent = np.einsum("bij,bj->bi", jx, tangent)
+        norm = np.linalg.norm(tangent, axis=1)
+        log_growth += np.log(norm)
+        tangent /= norm[:, None]
+        sim.step(sim.params, x, zero, x_next)
+        x, x_next = x_next, x
+    return log_growth / (n_steps * dt)
+
+
+def separation_exponent(sim, x0, n_steps, dt, delta=1e-8):
+    """The same exponent from two nearby trajectories without the adjoint: the second is moved
+    back to distance ``delta`` from the first after every step (an independent check of
+    :func:`lyapunov_exponent`)."""
+    x = np.array(x0, dtype=np.float64)
+    batch, size = x.shape
+    zero = np.zeros((batch, sim.control_dim))
+    y = x + delta * np.ones((batch, size)) / np.sqrt(size)
+    log_growth = np.zeros(batch)
+    x_next, y_next = np.zeros_like(x), np.zeros_like(x)
+    for _ in range(n_steps):
+        sim.step(sim.params, x, zero, x_next)
+        sim.step(sim.params, y, zero, y_next)
+        distance = np.linalg.norm(y_next - x_next, axis=1)
+        log_growth += np.log(distance / delta)
+        x, y = x_next.copy(), x_next + (y_next - x_next) * (delta / distance)[:, None]
+    return log_growth / (n_steps * dt)
