@@ -284,3 +284,17 @@ def test_lyapunov_exponent_of_a_neutral_map_is_zero():
     x0 = np.array([[0.3, -1.0], [2.0, 0.5]])
     np.testing.assert_allclose(lyapunov_exponent(sim, x0, 50, dt=0.1), 0.0, atol=1e-14)
     np.testing.assert_allclose(separation_exponent(sim, x0, 50, dt=0.1), 0.0, atol=1e-7)
+
+
+def test_a_diverging_trajectory_is_read_not_raised(tmp_path):
+    from stablebptt.experiments.diagnose import run_diagnosis
+    from stablebptt.experiments.presets import build_task, initial_parameters
+
+    config = preset("cartpole", n_steps=30, width=8, zero_last=False, dtype="float64")
+    task = build_task(config)
+    theta, _ = initial_parameters(config, task.controller)
+    paths, text = run_diagnosis(task.problem, theta * 1e100, task.test[:3],
+                                str(tmp_path / "d"), {}, "diverging")
+    assert "leaves the float range" in text
+    diag = read_diagnosis(paths[0])
+    assert np.isnan(diag["jacobian_norm"]["closed_loop"]).any()

@@ -124,10 +124,12 @@ class GradientFlow:
 
     def jacobian_norms(self):
         """``{name: (N, B) spectral norms}`` of the three step Jacobians along the trajectory."""
-        norms = {name: np.zeros((self.n_steps, self.batch)) for name in JACOBIANS}
-        for n in range(self.n_steps):
-            for name, jac in self.step_jacobians(n).items():
-                norms[name][n] = np.linalg.norm(jac, ord=2, axis=(1, 2))
+        norms = {name: np.full((self.n_steps, self.batch), np.nan) for name in JACOBIANS}
+        with np.errstate(all="ignore"):  # a trajectory that leaves the float range: NaN there
+            for n in range(self.n_steps):
+                for name, jac in self.step_jacobians(n).items():
+                    finite = np.all(np.isfinite(jac), axis=(1, 2))
+                    norms[name][n, finite] = np.linalg.norm(jac[finite], ord=2, axis=(1, 2))
         return norms
 
 

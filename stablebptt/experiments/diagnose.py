@@ -45,6 +45,11 @@ def diagnose(problem, theta, x0, horizons=12):
 
     ``horizons`` is a count of log-spaced horizons from 1 to N, or the horizons themselves.
     """
+    with np.errstate(all="ignore"):  # a diverging trajectory gives inf/NaN, which the reading names
+        return _diagnose(problem, theta, x0, horizons)
+
+
+def _diagnose(problem, theta, x0, horizons):
     flow = GradientFlow(problem, theta, x0)
     if np.ndim(horizons) == 0:
         horizons = log_spaced_horizons(flow.n_steps, horizons)
