@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from ..adjoint.flow import JACOBIANS, PATHS, GradientFlow, log_spaced_horizons
+from ..adjoint.flow import PATHS, GradientFlow, log_spaced_horizons
 from ..adjoint.modes import cosine_similarity, kept_fraction
 from .results import atomic_h5
 
