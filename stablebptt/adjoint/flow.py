@@ -92,10 +92,6 @@ class GradientFlow:
     def _mean_norm(self, lam):
         return float(np.mean(np.linalg.norm(lam, axis=1))) * self.batch
 
-    def adjoint_norms(self):
-        """``{path name: (N+1,) batch-mean |lam_n|}`` for every path of :data:`PATHS`."""
-        return {name: self.sweep(name).adjoint_norms for name in PATHS}
-
     def horizon_gradients(self, horizons, modes=("R", "M", "S")):
         """``{mode letter: (H,) |g|}``: the gradient norm of each mode for the loss of the first
         ``h`` steps, for every ``h`` of ``horizons``."""

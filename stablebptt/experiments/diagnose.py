@@ -28,16 +28,18 @@ import numpy as np
 
 from ..adjoint.flow import PATHS, GradientFlow, log_spaced_horizons
 from ..adjoint.modes import cosine_similarity, kept_fraction
+from .figures import save_png_pdf
+from .paper import MODE_COLOURS
 from .results import atomic_h5
 
 FORMAT = "stablebptt-diagnosis"
-PATH_STYLE = {"regular": ("#073b4c", "regular path (1, 1): R"),
-              "physics": ("#06d6a0", "physics path (1, 0): M"),
-              "network": ("#ef476f", "network path (0, 1)")}
-MODE_COLOURS = {"R": "#073b4c", "M": "#06d6a0", "S": "#8d99ae"}
-JACOBIAN_STYLE = {"physics": ("#06d6a0", "physics ds/dx"),
-                  "network": ("#ef476f", "network ds/dc df/dx"),
-                  "closed_loop": ("#073b4c", "closed loop (sum)")}
+# the colours of the modes in every figure: a path is drawn in the colour of the mode it gives
+PATH_STYLE = {"regular": (MODE_COLOURS["R"], "regular path (1, 1): R"),
+              "physics": (MODE_COLOURS["M"], "physics path (1, 0): M"),
+              "network": (MODE_COLOURS["N"], "network path (0, 1): N")}
+JACOBIAN_STYLE = {"physics": (MODE_COLOURS["M"], "physics ds/dx"),
+                  "network": (MODE_COLOURS["N"], "network ds/dc df/dx"),
+                  "closed_loop": (MODE_COLOURS["R"], "closed loop (sum)")}
 
 
 def diagnose(problem, theta, x0, horizons=12):
@@ -53,10 +55,11 @@ def _diagnose(problem, theta, x0, horizons):
     flow = GradientFlow(problem, theta, x0)
     if np.ndim(horizons) == 0:
         horizons = log_spaced_horizons(flow.n_steps, horizons)
-    regular, modified = flow.sweep(PATHS["regular"]).grad, flow.sweep(PATHS["physics"]).grad
+    sweeps = {name: flow.sweep(name) for name in PATHS}
+    regular, modified = sweeps["regular"].grad, sweeps["physics"].grad
     return {
         "step": np.arange(flow.n_steps + 1),
-        "adjoint_norm": flow.adjoint_norms(),
+        "adjoint_norm": {name: sweep.adjoint_norms for name, sweep in sweeps.items()},
         "horizon": np.asarray(horizons),
         "grad_norm": flow.horizon_gradients(horizons),
         "jacobian_norm": flow.jacobian_norms(),
@@ -204,7 +207,7 @@ def diagnosis_figure(diag, stem, title):
 
     ax = axes[1]
     for mode, values in diag["grad_norm"].items():
-        ax.plot(diag["horizon"], _positive(values), "o-", ms=3, color=MODE_COLOURS.get(mode),
+        ax.plot(diag["horizon"], _positive(values), "o-", ms=3, color=MODE_COLOURS[mode],
                 label=mode)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -231,10 +234,7 @@ def diagnosis_figure(diag, stem, title):
     ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=110)
-        paths.append(f"{stem}.{ext}")
+    paths = save_png_pdf(fig, stem, dpi=110)
     plt.close(fig)
     return paths
 

@@ -10,6 +10,14 @@ from .results import RunFileError, read_run
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
+def save_png_pdf(fig, stem, dpi):
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf``; returns the two paths."""
+    paths = [f"{stem}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=dpi)
+    return paths
+
+
 def default_picture(path, suffix):
     """``RUN_suffix`` beside the run file ``RUN.h5``."""
     return os.path.splitext(os.fspath(path))[0] + "_" + suffix

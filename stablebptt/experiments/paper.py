@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from .figures import save_png_pdf
 from .results import RunFileError, read_run
 
 MODE_COLOURS = {"R": "#ef476f", "M": "#ffd166", "C": "#06d6a0", "S": "#073b4c", "N": "#118ab2"}
@@ -101,6 +102,7 @@ def paper_figures(records, out_folder, window=SMOOTHING):
     os.makedirs(out_folder, exist_ok=True)
     written = []
     for task, group in sorted(_by_task(records).items()):
+        lines = sorted(seed_groups(group), key=_line_order)
         spec = group[0].config.task_def
         field = spec.panel_setting()
         title = spec.panel_title or (f"{field} = {{}}" if field else task)
@@ -115,32 +117,30 @@ def paper_figures(records, out_folder, window=SMOOTHING):
                                  squeeze=False)
         axes = axes.ravel()
         for ax, value in zip(axes, panels):
-            members = [r for r in group if _panel_value(r.config, field) == value]
-            lines = sorted(seed_groups(members), key=_line_order)
-            for _, runs in lines:
+            # the panel setting is part of a run's identity: a line lies in one panel
+            panel_lines = [line for line in lines if _panel_value(line[0], field) == value]
+            for _, runs in panel_lines:
                 _seed_curve(ax, runs, "test_loss", window, lw=1.2)
-            ax.set_title(title.format(value) + _seed_note(lines), fontsize=10)
+            ax.set_title(title.format(value) + _seed_note(panel_lines), fontsize=10)
             ax.set_yscale("log")
             _paper_range(ax, spec.figure_yrange)
             _plain_log_ticks(ax)
             ax.set_xlabel("epoch", fontsize=8)
-            longest = max(r.epochs_done for r in members)
+            longest = max(r.epochs_done for _, runs in panel_lines for r in runs)
             ax.set_ylabel(f"test loss (smoothed over {max(1, min(window, longest // 3))})", fontsize=8)
         for ax, metric in zip(axes[len(panels):], extras):
-            for _, runs in sorted(seed_groups(group), key=_line_order):
+            for _, runs in lines:
                 _seed_curve(ax, runs, metric, window, lw=1.0)
             ax.set_yscale("log")
             ax.set_title(f"{METRIC_TITLES.get(metric, metric)} (all panels)", fontsize=10)
             ax.set_xlabel("epoch", fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
-        bottom = _legend(fig, group)
+        bottom = _legend(fig, lines)
         fig.suptitle(task, fontsize=12)
         fig.tight_layout(rect=(0, bottom, 1, 0.97))
-        stem = os.path.join(out_folder, spec.figure_name or f"figure_{task}")
-        for ext in ("png", "pdf"):
-            fig.savefig(f"{stem}.{ext}", dpi=130)
-            written.append(f"{stem}.{ext}")
+        written += save_png_pdf(fig, os.path.join(out_folder, spec.figure_name or f"figure_{task}"),
+                                dpi=130)
         plt.close(fig)
     return written
 
@@ -163,36 +163,36 @@ def gradient_figures(records, out_folder, window=SMOOTHING):
 
     written = []
     for task, group in sorted(_by_task(records).items()):
+        lines = sorted(seed_groups(group), key=_line_order)
         fig, axes = plt.subplots(1, len(GRADIENT_PANELS), figsize=(3.6 * len(GRADIENT_PANELS), 3.0))
         for ax, (metric, title, scale) in zip(axes, GRADIENT_PANELS):
-            for _, runs in sorted(seed_groups(group), key=_line_order):
+            for _, runs in lines:
                 _seed_curve(ax, runs, metric, window, lw=1.0)
             if scale == "log" and any(np.any(line.get_ydata() > 0) for line in ax.get_lines()):
                 ax.set_yscale("log")
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
-        bottom = _legend(fig, group)
+        bottom = _legend(fig, lines)
         fig.suptitle(f"{task}: gradient flow", fontsize=11)
         fig.tight_layout(rect=(0, bottom, 1, 0.94))
-        stem = os.path.join(out_folder, f"gradients_{task}")
-        for ext in ("png", "pdf"):
-            fig.savefig(f"{stem}.{ext}", dpi=110)
-            written.append(f"{stem}.{ext}")
+        written += save_png_pdf(fig, os.path.join(out_folder, f"gradients_{task}"), dpi=110)
         plt.close(fig)
     return written
 
 
-def _legend(fig, group):
-    """Mode colours, clipping line styles and the divergence marker, below the panels; returns
-    the fraction of the figure's height the legend takes."""
+def _legend(fig, lines):
+    """Mode colours, clipping line styles, the seed band and the divergence marker of ``lines``
+    (:func:`seed_groups`), below the panels; returns the fraction of the figure's height the
+    legend takes."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    group = [r for _, runs in lines for r in runs]
     modes = sorted({r.config.mode for r in group}, key="RMCSN".index)
     clips = sorted({r.config.clip for r in group})
     handles = ([Line2D([], [], color=MODE_COLOURS[m], label=m) for m in modes]
                + [Line2D([], [], color="grey", ls=CLIP_STYLES[c], label=f"clip {c}") for c in clips])
-    if any(len(runs) > 1 for _, runs in seed_groups(group)):
+    if any(len(runs) > 1 for _, runs in lines):
         handles.append(Patch(color="grey", alpha=0.25, label="median, min-max over seeds"))
     if any(r.status == "diverged" for r in group):
         handles.append(Line2D([], [], color="grey", marker="x", ls="none", label="diverged"))
@@ -306,11 +306,12 @@ def summary_rows(runs, threshold):
     with how many seeds there are, the median final and best test loss and their min and max
     over the seeds, and the median epochs to reach ``threshold`` over the seeds that reached it."""
     per_run = {row["file"]: row for row in run_rows(runs, threshold)}
+    file_of = {id(record): os.path.basename(path) for path, record in runs.items()}
     rows = []
     for config, members in sorted(seed_groups(list(runs.values())),
                                   key=lambda item: (item[0].task, _setting(item[0]), item[0].mode,
                                                     item[0].clip, item[0].run_name())):
-        files = [os.path.basename(p) for p, r in runs.items() if any(r is m for m in members)]
+        files = [file_of[id(m)] for m in members]
         group = [per_run[f] for f in files]
         final = np.array([row["final_test_loss"] for row in group])
         best = np.array([row["best_test_loss"] for row in group])

@@ -18,6 +18,7 @@ from ..adjoint.engine import Problem
 from ..adjoint.modes import combine_gradients
 from ..controllers import Constant, Quadratic
 from ..sims import Shift
+from .figures import save_png_pdf
 from .optim import Adam
 
 ROTATION = 2.0  # weight of the rotated component in field (b)
@@ -119,7 +120,7 @@ def toy_figures(out_folder, iterations=200, resolution=41):
     axes[3].set_title("Loss curve")
     axes[3].legend(fontsize=8)
     fig.tight_layout()
-    written += _save(fig, os.path.join(out_folder, "figure2_toy"))
+    written += save_png_pdf(fig, os.path.join(out_folder, "figure2_toy"), dpi=120)
     plt.close(fig)
 
     axis1 = np.linspace(-1.5, 1.5, resolution)
@@ -146,7 +147,7 @@ def toy_figures(out_folder, iterations=200, resolution=41):
     axes[0].set_ylabel(r"$\theta_2$")
     fig.suptitle("unrolled toy: f = t1 x^2 + t2 x, s = x + c, x0 = -0.3, y = 2, 4 steps", fontsize=10)
     fig.tight_layout()
-    written += _save(fig, os.path.join(out_folder, "figure1_toy"))
+    written += save_png_pdf(fig, os.path.join(out_folder, "figure1_toy"), dpi=120)
     plt.close(fig)
     return written
 
@@ -163,11 +164,3 @@ def toy_diagnosis(out_folder, theta=DIAGNOSIS_POINT):
     title = f"unrolled toy (Figure 1) at theta = {tuple(theta)} (the star): gradient flow"
     return run_diagnosis(problem, np.array(theta, dtype=np.float64), x0,
                          os.path.join(out_folder, "diagnose_toy"), attrs, title, horizons=4)
-
-
-def _save(fig, stem):
-    paths = []
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=120)
-        paths.append(f"{stem}.{ext}")
-    return paths
