@@ -14,6 +14,7 @@ The kernels are passed as first-class Numba function values with the fixed signa
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ def _bptt_sig(T):
         T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
     """Forward pass from ``xs[0]``: fills ``xs`` (N+1, B, S), ``cs`` (N, B, C) and returns the
     loss as ``(physics part, regularisation part)``.
@@ -95,7 +96,7 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
             loss_grad(p, xs[n], weights[n], lam)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
           a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
@@ -150,6 +151,9 @@ def announce_if_slow(message, after=1.0):
 
 
 _blas_controller = None
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None
 
 
 @contextmanager
@@ -159,17 +163,54 @@ def one_blas_thread():
     The engine's matrix products go through this, so its numbers never depend on the caller's BLAS
     thread setting: OpenBLAS picks other kernels and summation orders for other thread counts
     (on AVX2 machines about one gradient entry in seven differs in the last bits). For products of
-    this size one thread is also the fastest. Compiled kernels hold the GIL, so two Python threads
-    never run the engine under each other's setting.
+    this size one thread is also the fastest. The engine releases the GIL, so blocks of several
+    Python threads may overlap: the setting is made by the first to enter and restored by the
+    last to leave.
     """
-    global _blas_controller
-    if _blas_controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS that Numba's np.dot calls)
-        from threadpoolctl import ThreadpoolController
+    global _blas_controller, _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_controller is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS that Numba's np.dot calls)
+            from threadpoolctl import ThreadpoolController
 
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
+            _blas_controller = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+# Samples per chunk of a batch. A batch is cut into chunks of these sizes whatever the number
+# of threads, each chunk is computed alone (by whichever thread), and the chunks' losses and
+# gradients are summed in chunk order: results are the same bits for any thread count. Four
+# samples keep the per-step products small and fast (controllers/_dense.py); a loss-only
+# evaluation of many states takes larger chunks, whose products go to BLAS.
+GRADIENT_CHUNK = 4
+LOSS_CHUNK = 64
+
+
+def batch_chunks(batch, size):
+    """Consecutive slices of ``size`` samples covering a batch (the last one may be smaller)."""
+    return [slice(start, min(start + size, batch)) for start in range(0, batch, size)]
+
+
+_pools = {}
+_pools_lock = threading.Lock()
+
+
+def _thread_pool(threads):
+    """A process-wide pool of ``threads`` worker threads, made on first use."""
+    with _pools_lock:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="stablebptt")
+        return _pools[threads]
 
 
 def stage_weights(n_steps, loss_mode, reduction="sum"):
@@ -219,10 +260,12 @@ class Problem:
     """A simulator, a controller, a horizon and a loss: the object every gradient is taken of.
 
     ``rho`` weights the control regulariser ``rho * mean(c^2)`` (mean over steps, batch, controls).
-    Buffers are allocated per batch size and dtype on first use and reused afterwards.
+    A batch is computed in fixed chunks (:data:`GRADIENT_CHUNK`, :data:`LOSS_CHUNK` samples) on
+    ``threads`` threads; the result is the same for any number of threads. Buffers are allocated
+    per chunk and dtype on first use and reused afterwards.
     """
 
-    def __init__(self, sim, controller, n_steps, loss_mode="FINAL", rho=0.0):
+    def __init__(self, sim, controller, n_steps, loss_mode="FINAL", rho=0.0, threads=1):
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         check_simulator_interface(sim)
@@ -235,8 +278,20 @@ class Problem:
         self.weights = stage_weights(n_steps, loss_mode, getattr(sim, "continuous_reduction", "sum"))
         self.params = np.ascontiguousarray(sim.params, dtype=np.float64)
         self.spec = controller.spec
+        self.threads = threads
         self._buffers = {}
         self._kernels = {}
+
+    @property
+    def threads(self):
+        """Threads that compute a batch's chunks (1: the calling thread alone)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {value!r}")
+        self._threads = int(value)
 
     def compile(self, dtype):
         """Compile (or load from Numba's cache) every kernel ``dtype`` needs, now rather than on
@@ -260,25 +315,67 @@ class Problem:
                            for name, sig in SIMULATOR_KERNELS.items()}
                 kernels.update({name: compiled_kernel(ctrl, name, sig, dtype)
                                 for name, sig in CONTROLLER_KERNELS.items()})
-                self._kernels[key] = kernels
                 T = _NUMBA_FLOAT[np.dtype(dtype)]
-                compile_variant(_rollout, _rollout_sig, T)
-                compile_variant(_bptt, _bptt_sig, T)
+                # the compiled entry points, called directly: the dispatcher would type the seven
+                # function arguments again on every call (~0.3 ms, more than a chunk's work)
+                kernels["rollout"] = compile_variant(_rollout, _rollout_sig, T).entry_point
+                kernels["bptt"] = compile_variant(_bptt, _bptt_sig, T).entry_point
+                self._kernels[key] = kernels
         return self._kernels[key]
 
-    def _buffers_for(self, batch, dtype, keep_acts):
-        key = (batch, np.dtype(dtype).str, keep_acts)
+    def _buffers_for(self, chunk, batch, dtype, keep_acts):
+        """Work arrays of chunk number ``chunk`` (``batch`` samples): one set per chunk, so that
+        threads never share one."""
+        key = (chunk, batch, np.dtype(dtype).str, keep_acts)
         if key not in self._buffers:
             n, ctrl = self.n_steps, self.controller
             rows = (n if keep_acts else 1) * batch
+            n_params = ctrl.n_params if keep_acts else 0
             self._buffers[key] = dict(
                 xs=np.zeros((n + 1, batch, self.sim.state_dim), dtype),
                 cs=np.zeros((n, batch, self.sim.control_dim), dtype),
                 acts=np.zeros(ctrl.acts_size(rows), dtype),
                 deltas=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
                 deltas_m=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
+                g=np.zeros(n_params, dtype),
+                g_m=np.zeros(n_params, dtype),
+                theta=np.zeros(ctrl.n_params, dtype),
+                params=self.params.copy(),
+                spec=self.spec.copy(),
             )
         return self._buffers[key]
+
+    def _chunked(self, theta, x0, chunk_size, keep_acts, work):
+        """``[work(buffers, weights, rho)]`` of every chunk of the batch ``x0``, in chunk order.
+
+        Each chunk's buffers hold its initial states; ``weights`` and ``rho`` are the problem's,
+        scaled by the chunk's share of the batch, so that the chunks' losses and gradients add
+        up to the batch mean's. Chunks run on up to ``threads`` threads (this one and a pool),
+        the BLAS on one each.
+        """
+        batch = len(x0)
+        chunks = batch_chunks(batch, chunk_size)
+        jobs = []
+        for index, part in enumerate(chunks):
+            size = part.stop - part.start
+            buf = self._buffers_for(index, size, theta.dtype, keep_acts)
+            buf["xs"][0] = x0[part]
+            # each chunk reads its own copy of the parameters: views of one shared array would
+            # count references on one cache line from every thread (measured 40% slower)
+            buf["theta"][:] = theta
+            jobs.append((buf, self.weights * (size / batch), self.rho * (size / batch)))
+        threads = min(self.threads, len(jobs))
+
+        def share(first):  # every threads-th chunk from ``first`` on
+            return [work(*job) for job in jobs[first::threads]]
+
+        with one_blas_thread():
+            if threads == 1:
+                return share(0)
+            # this thread computes a share too: one hand-over fewer (~0.1 ms) per call
+            others = [_thread_pool(threads - 1).submit(share, first) for first in range(1, threads)]
+            shares = [share(0)] + [future.result() for future in others]
+        return [shares[index % threads][index // threads] for index in range(len(jobs))]
 
     def _check(self, theta, x0):
         theta = np.ascontiguousarray(theta)
@@ -292,25 +389,30 @@ class Problem:
         return theta, x0
 
     def _forward(self, theta, x0):
+        """Per chunk ``(physics loss, regulariser, buffers)`` of a forward pass from ``x0``."""
         theta, x0 = self._check(theta, x0)
-        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=False)
-        buf["xs"][0] = x0
         k = self._kernels_for(theta.dtype)
-        with one_blas_thread():
-            physics, reg = _rollout(k["step"], k["loss"], k["forward"], self.params, theta,
-                                    self.spec, self.weights, self.rho, buf["xs"], buf["cs"],
-                                    buf["acts"], 1)
-        return physics, reg, buf
+
+        def work(buf, weights, rho):
+            physics, reg = k["rollout"](k["step"], k["loss"], k["forward"], buf["params"],
+                                        buf["theta"], buf["spec"], weights, rho, buf["xs"],
+                                        buf["cs"], buf["acts"], 1)
+            return physics, reg, buf
+
+        return self._chunked(theta, x0, LOSS_CHUNK, False, work)
 
     def rollout(self, theta, x0):
         """Loss and the stored trajectory ``(loss, states (N+1, B, S), controls (N, B, C))`` (copies)."""
-        physics, reg, buf = self._forward(theta, x0)
-        return physics + reg, buf["xs"].copy(), buf["cs"].copy()
+        chunks = self._forward(theta, x0)
+        loss = sum(physics + reg for physics, reg, _ in chunks)
+        return (loss, np.concatenate([buf["xs"] for _, _, buf in chunks], axis=1),
+                np.concatenate([buf["cs"] for _, _, buf in chunks], axis=1))
 
     def losses(self, theta, x0):
         """``(loss, physics part without the control regulariser)`` of a batch, forward only."""
-        physics, reg, _ = self._forward(theta, x0)
-        return physics + reg, physics
+        chunks = self._forward(theta, x0)
+        physics = sum(part for part, _, _ in chunks)
+        return physics + sum(reg for _, reg, _ in chunks), physics
 
     def loss(self, theta, x0):
         """The loss of a batch of initial states, forward only."""
@@ -320,19 +422,27 @@ class Problem:
         """The loss and the parameter gradient of ``mode`` (R, M, N, S or C) for a batch."""
         mode = parse_mode(mode)
         theta, x0 = self._check(theta, x0)
-        buf = self._buffers_for(len(x0), theta.dtype, keep_acts=True)
-        buf["xs"][0] = x0
         a, b = mode.path_weights
         combined = mode is Mode.COMBINED
-        g = np.zeros_like(theta)
-        g_m = np.zeros_like(theta) if combined else np.zeros(0, theta.dtype)
         k = self._kernels_for(theta.dtype)
-        with one_blas_thread():
-            physics, reg = _bptt(k["step"], k["step_vjp"], k["loss"], k["loss_grad"],
-                                 k["forward"], k["vjp"], k["param_grad"], self.params, theta,
-                                 self.spec, self.weights, self.rho, a, b, combined, buf["xs"],
-                                 buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g, g_m)
+
+        def work(buf, weights, rho):
+            g, g_m = buf["g"], buf["g_m"] if combined else buf["g_m"][:0]
+            g[:] = 0
+            g_m[:] = 0
+            return k["bptt"](k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"],
+                         k["vjp"], k["param_grad"], buf["params"], buf["theta"], buf["spec"], weights, rho,
+                         a, b, combined, buf["xs"], buf["cs"], buf["acts"], buf["deltas"],
+                         buf["deltas_m"], g, g_m), g, g_m
+
+        chunks = self._chunked(theta, x0, GRADIENT_CHUNK, True, work)
+        physics = sum(losses[0] for losses, _, _ in chunks)
+        loss = physics + sum(losses[1] for losses, _, _ in chunks)
+        g = chunks[0][1].copy()
+        g_m = chunks[0][2].copy()
+        for _, g_chunk, g_m_chunk in chunks[1:]:  # in chunk order, whichever thread finished first
+            g += g_chunk
+            g_m += g_m_chunk
         if combined:
-            return Gradient(physics + reg, physics, combine_gradients(g_m, g), grad_regular=g,
-                            grad_modified=g_m)
-        return Gradient(physics + reg, physics, g)
+            return Gradient(loss, physics, combine_gradients(g_m, g), grad_regular=g, grad_modified=g_m)
+        return Gradient(loss, physics, g)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
+from ._dense import add_bias_tanh, add_column_sums, matmul, matmul_at, matmul_bt, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -55,7 +55,7 @@ def mlp_forward(theta, spec, x, acts, n, nsteps, c):
             out = acts[a0:a0 + batch * n_out].reshape(batch, n_out)
         else:
             out = c
-        np.dot(h_prev, kernel, out)
+        matmul(h_prev, kernel, out)
         bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + use_bias * n_out]
         add_bias_tanh(out, bias, use_bias, k < n_layers)
         h_prev = out
@@ -77,13 +77,13 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
         p0 = _param_offset(spec, k)
         kernel = theta[p0:p0 + n_in * n_out].reshape(n_in, n_out)
         if k == 1:
-            np.dot(delta, kernel.T, dx)
+            matmul_bt(delta, kernel, dx)
             break
         # cotangent of the previous layer's pre-activation: (delta W^T) * (1 - h^2)
         a0 = _work_offset(spec, k - 1, rows) + n * batch * n_in
         h = acts[a0:a0 + batch * n_in].reshape(batch, n_in)
         prev = deltas[a0:a0 + batch * n_in].reshape(batch, n_in)
-        np.dot(delta, kernel.T, prev)
+        matmul_bt(delta, kernel, prev)
         mul_tanh_derivative(prev, h)
         delta = prev
 
@@ -100,7 +100,9 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         p0 = _param_offset(spec, k)
         d0 = _work_offset(spec, k, rows)
         delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
-        g[p0:p0 + n_in * n_out] += np.dot(h_prev.T, delta).ravel()
+        product = np.empty((n_in, n_out), g.dtype)
+        matmul_at(h_prev, delta, product)
+        g[p0:p0 + n_in * n_out] += product.ravel()
         if use_bias:
             add_column_sums(delta, g[p0 + n_in * n_out:p0 + n_in * n_out + n_out])
         if k < n_layers:

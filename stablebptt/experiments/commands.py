@@ -51,6 +51,8 @@ def _add_run_options(p, tasks):
     p.add_argument("--resume", metavar="FILE", help="continue the run in FILE from its checkpoint "
                    "(only --epochs and --device may change)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--threads", type=int, help="CPU threads for each batch (default: every core; "
+                   "results are the same for any number)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -252,9 +254,21 @@ def _writable_folder(folder):
         raise UsageError(f"cannot write to output folder {folder!r}: {err.strerror or err}") from None
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def cmd_run(args):
     from .training import Diverged, Interrupted, Trainer, stop_requests
 
+    if args.threads is None:
+        args.threads = available_cores()
+    elif args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.resume:
         trainer = _resume(args)
         if trainer is None:
@@ -267,7 +281,8 @@ def cmd_run(args):
         name = _run_name(args.name) if args.name is not None else config.run_name()
         out = args.out or "runs"
         _writable_folder(out)
-        trainer = Trainer.new(config, os.path.join(out, name + ".h5"), overwrite=args.overwrite)
+        trainer = Trainer.new(config, os.path.join(out, name + ".h5"), overwrite=args.overwrite,
+                              threads=args.threads)
     with trainer:  # the run file's lock is released however this ends
         try:
             # compile first: a first Ctrl-C then means "stop after this update" at once
@@ -295,7 +310,8 @@ def _resume(args):
     for flag, given in (("--out", args.out), ("--name", args.name), ("--overwrite", args.overwrite)):
         if given:
             raise UsageError(f"{flag} does not apply to --resume (the run stays in its file)")
-    trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device)
+    trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
+                             threads=args.threads)
     try:
         _check_unchanged(args, trainer.config)
     except (UsageError, ConfigError):

@@ -128,14 +128,16 @@ def build_controller(config, sim):
     return controller
 
 
-def build_task(config, data=None):
+def build_task(config, data=None, threads=1):
     """The problem and data sets of a validated config; data are drawn from ``seed`` as the
-    reference, unless ``data = (train, test)`` are given (a resumed run's stored sets)."""
+    reference, unless ``data = (train, test)`` are given (a resumed run's stored sets).
+    ``threads``: the CPU threads that compute each batch (results are the same for any number)."""
     from ..adjoint.engine import Problem  # loads Numba: not needed to validate a config
 
     sim = build_simulator(config)
     controller = build_controller(config, sim)
-    problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho)
+    problem = Problem(sim, controller, config.n_steps, config.loss_mode, rho=config.rho,
+                      threads=threads)
     if config.device == "cuda":
         problem = _cuda_problem(problem)
     if data is None:

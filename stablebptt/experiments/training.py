@@ -106,16 +106,17 @@ class Trainer:
         self.mode = parse_mode(config.mode)
 
     @classmethod
-    def new(cls, config, path, overwrite=False):
+    def new(cls, config, path, overwrite=False, threads=1):
         """A fresh run written to ``path``; :class:`RunFileError` if it exists (unless
-        ``overwrite``) or another process is writing it."""
+        ``overwrite``) or another process is writing it. ``threads``: CPU threads per batch
+        (any number gives the same results)."""
         path = os.fspath(path)
         lock = RunLock(path).acquire()
         try:
             if os.path.exists(path) and not overwrite:
                 raise RunFileError(f"run file exists: {path} (continue it with --resume, or "
                                    "--overwrite)")
-            task = build_task(config)
+            task = build_task(config, threads=threads)
             theta, rng = initial_parameters(config, task.controller)
             optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
             initial = {k: v.copy() for k, v in task.controller.views(theta).items()}
@@ -128,7 +129,7 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, path, epochs=None, device=None):
+    def resume(cls, path, epochs=None, device=None, threads=1):
         """Continue the run in ``path`` from its checkpoint (optionally to a new total of epochs,
         or on another device: a run trained on a GPU continues on the CPU, and back)."""
         path = os.fspath(path)
@@ -136,16 +137,16 @@ class Trainer:
             raise RunFileError(f"no such run file: {path}")
         lock = RunLock(path).acquire()
         try:
-            return cls._from_record(read_run(path), path, epochs, device, lock)
+            return cls._from_record(read_run(path), path, epochs, device, threads, lock)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _from_record(cls, record, path, epochs, device, lock):
+    def _from_record(cls, record, path, epochs, device, threads, lock):
         changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
         config = record.config.replace(**changes).validated() if changes else record.config
-        task = build_task(config, data=(record.train, record.test))  # the stored data sets
+        task = build_task(config, data=(record.train, record.test), threads=threads)  # stored sets
         ck = record.checkpoint
         optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
         theta = ck.theta.copy()
