@@ -50,6 +50,7 @@ BAD = [
     (["run", "cartpole", "--batch-size", "300"], "batch_size=300"),
     (["run", "cartpole", "--clip", "sideways"], "'sideways'"),
     (["run", "cartpole", "--poles", "two"], "'two'"),
+    (["run", "cartpole", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["run"], "TASK"),
     (["gradcheck", "pendulum"], "'pendulum'"),
     (["frobnicate"], "frobnicate"),
