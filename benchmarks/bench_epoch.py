@@ -9,7 +9,8 @@ and 256 test states. The "roofline ratio" is the epoch time over the time numpy 
 epoch's matrix products, each timed at its own shape on one thread (what the controller's dense
 algebra alone would cost). "% peak" is the epoch's matrix-product FLOPs per second as a fraction
 of the core's GEMM peak, measured as one large single-thread product of the same dtype.
-``--cold-start`` also times a first ``stablebptt run TASK --epochs 1`` with an empty Numba cache
+``--threads 1,2`` also times R epochs on each thread count (one run, the batch split in fixed
+chunks) and prints the speed-up over one thread. ``--cold-start`` also times a first ``stablebptt run TASK --epochs 1`` with an empty Numba cache
 (what a fresh install meets). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
 """
 
@@ -85,9 +86,12 @@ def cold_start_seconds(task):
         return time.perf_counter() - start
 
 
-def time_epochs(configs, repeats, folder):
-    """Best epoch time of each config; the configs take turns so that machine noise hits all alike."""
-    trainers = {key: Trainer.new(config, os.path.join(folder, f"{key}.h5"))
+def time_epochs(configs, repeats, folder, threads=None):
+    """Best epoch time of each config; the configs take turns so that machine noise hits all alike.
+    ``threads``: ``{key: thread count}`` (default one thread each)."""
+    threads = threads or {}
+    trainers = {key: Trainer.new(config, os.path.join(folder, f"{key}.h5"),
+                                 threads=threads.get(key, 1))
                 for key, config in configs.items()}
     for trainer in trainers.values():
         trainer.train_epoch()  # compile / warm up
@@ -125,6 +129,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cartpole only)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--n-data", type=int, default=256, help="train and test states each")
+    parser.add_argument("--threads", default="", help="thread counts to time R epochs on, e.g. 1,2")
     parser.add_argument("--cold-start", action="store_true",
                         help="also time a first run with an empty Numba cache")
     args = parser.parse_args()
@@ -156,6 +161,18 @@ def main():
         else:
             print(f"{label:>10} {dtype:>8} {mode:>4} {t * 1e3:9.1f} {mm * 1e3:10.1f} "
                   f"{flops / 1e9:6.2f} {t / mm:8.2f} {100 * flops / t / peak[dtype]:7.1f}")
+    counts = [int(t) for t in args.threads.split(",") if t]
+    if counts:
+        print(f"R epochs on {', '.join(map(str, counts))} threads (ms, speed-up over the first):")
+    for label, overrides in VARIANTS[args.task] if counts else ():
+        for dtype in args.dtypes.split(","):
+            config = preset(args.task, mode="R", dtype=dtype, epochs=10**6, checkpoint_every=10**6,
+                            batch_size=args.batch_size, n_data=args.n_data, **overrides)
+            with tempfile.TemporaryDirectory() as folder:
+                epoch = time_epochs({t: config for t in counts}, args.repeats, folder,
+                                    threads={t: t for t in counts})
+            print(f"{label:>10} {dtype:>8} " + "  ".join(
+                f"{t}: {epoch[t] * 1e3:.1f} (x{epoch[counts[0]] / epoch[t]:.2f})" for t in counts))
     outer, inner = first_epoch_seconds(args.task)
     print(f"first epoch incl. start-up with a warm Numba cache: {outer:.2f} s "
           f"(inside Python: {inner:.2f} s)")
