@@ -10,8 +10,9 @@ epoch's matrix products, each timed at its own shape on one thread (what the con
 algebra alone would cost). "% peak" is the epoch's matrix-product FLOPs per second as a fraction
 of the core's GEMM peak, measured as one large single-thread product of the same dtype.
 ``--threads 1,2`` also times R epochs on each thread count (one run, the batch split in fixed
-chunks) and prints the speed-up over one thread. ``--cold-start`` also times a first ``stablebptt run TASK --epochs 1`` with an empty Numba cache
-(what a fresh install meets). Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5]``.
+chunks) and prints the speed-up over one thread. ``--cold-start`` also times a first
+``stablebptt run TASK --epochs 1`` with an empty Numba cache (what a fresh install meets).
+Run by hand: ``python benchmarks/bench_epoch.py [--repeats 5] [--threads 1,2]``.
 """
 
 import argparse
