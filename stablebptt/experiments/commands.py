@@ -254,15 +254,8 @@ def _writable_folder(folder):
         raise UsageError(f"cannot write to output folder {folder!r}: {err.strerror or err}") from None
 
 
-def available_cores():
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
-
-
 def cmd_run(args):
+    from .sweep import available_cores
     from .training import Diverged, Interrupted, Trainer, stop_requests
 
     if args.threads is None:

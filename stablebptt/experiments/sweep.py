@@ -251,6 +251,14 @@ def _short(name, width=36):
     return name if len(name) <= width else name[:14] + ".." + name[-(width - 16):]
 
 
+def available_cores():
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False, log_every=30.0):
     """Run every config into ``folder``; returns the outcomes in the order of ``configs``.
 
@@ -265,7 +273,7 @@ def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False, log_ev
     if scheduler is not None:
         outcomes = _run_on_dask(values, folder, scheduler, display)
     else:
-        outcomes = _run_in_processes(values, folder, workers or os.cpu_count() or 1, display)
+        outcomes = _run_in_processes(values, folder, workers or available_cores(), display)
     order = {c.run_name(): i for i, c in enumerate(configs)}
     return sorted(outcomes, key=lambda o: order[o.name])
 
