@@ -12,6 +12,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from ._fma_tile import fma_matmul
+
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
 
@@ -156,78 +158,23 @@ def mul_tanh_derivative(delta, h):
 # ---- matrix products of the per-step layers ----
 #
 # A step's products are tiny (a few samples x 100 x 100): a BLAS call spends more time deciding
-# and packing than multiplying. These loops run ~2-3x faster at such sizes, and each output
-# element is summed in a fixed order that depends on neither the number of rows nor the machine's
-# BLAS, so a batch split into chunks gives every sample the same bits as a whole one would.
-# Row counts beyond SMALL_ROWS go to BLAS, which is faster there.
+# and packing than multiplying. ``a @ b`` runs in register blocks (``_fma_tile``) at any size:
+# each output element is the in-order FMA chain over its inputs, so its bits depend on neither
+# the number of rows (a batch split into chunks gives every sample the same bits as a whole one)
+# nor the machine's BLAS. ``a @ b.T`` (the vector-Jacobian products) runs as vectorised dot
+# products up to SMALL_ROWS rows and in BLAS beyond, where BLAS is faster.
 
 SMALL_ROWS = 16
 
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _matmul_rows(a, b, out):
-    """``out = a @ b``; element ``(i, j)`` is summed over ``k`` in order (no reassociation), two
-    rows and four terms per pass so that each row of ``b`` is loaded once for two outputs and
-    each output once for four terms."""
-    m, k = a.shape
-    n = b.shape[1]
-    k4 = k - k % 4
-    for i in range(0, m - m % 2, 2):
-        o, q = out[i], out[i + 1]
-        x, y = a[i], a[i + 1]
-        o[:] = 0
-        q[:] = 0
-        for p in range(0, k4, 4):
-            x0, x1, x2, x3 = x[p], x[p + 1], x[p + 2], x[p + 3]
-            y0, y1, y2, y3 = y[p], y[p + 1], y[p + 2], y[p + 3]
-            b0, b1, b2, b3 = b[p], b[p + 1], b[p + 2], b[p + 3]
-            for j in range(n):
-                w0, w1, w2, w3 = b0[j], b1[j], b2[j], b3[j]
-                o[j] = o[j] + x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3
-                q[j] = q[j] + y0 * w0 + y1 * w1 + y2 * w2 + y3 * w3
-        for p in range(k4, k):
-            x0, y0, b0 = x[p], y[p], b[p]
-            for j in range(n):
-                o[j] = o[j] + x0 * b0[j]
-                q[j] = q[j] + y0 * b0[j]
-    if m % 2:  # the odd last row alone, in the same order
-        o, x = out[m - 1], a[m - 1]
-        o[:] = 0
-        for p in range(0, k4, 4):
-            x0, x1, x2, x3 = x[p], x[p + 1], x[p + 2], x[p + 3]
-            b0, b1, b2, b3 = b[p], b[p + 1], b[p + 2], b[p + 3]
-            for j in range(n):
-                o[j] = o[j] + x0 * b0[j] + x1 * b1[j] + x2 * b2[j] + x3 * b3[j]
-        for p in range(k4, k):
-            x0, b0 = x[p], b[p]
-            for j in range(n):
-                o[j] = o[j] + x0 * b0[j]
-
-
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _matmul_narrow(a, b, out):
-    """``out = a @ b`` for a few columns (an output layer): one running sum per element, in the
-    same order as :func:`_matmul_rows`."""
-    m, k = a.shape
-    n = b.shape[1]
-    for i in range(m):
-        for j in range(n):
-            s = out.dtype.type(0)
-            for p in range(k):
-                s = s + a[i, p] * b[p, j]
-            out[i, j] = s
-
-
 @njit(cache=True, error_model="numpy")
 def matmul(a, b, out):
-    """``out = a @ b`` (C-contiguous 2-D arrays). Few rows: Numba loops with in-order sums, the
-    same for any number of rows; more than ``SMALL_ROWS``: BLAS."""
-    if a.shape[0] > SMALL_ROWS:
-        np.dot(a, b, out)
-    elif b.shape[1] < 8:
-        _matmul_narrow(a, b, out)
+    """``out = a @ b`` (C-contiguous ``b`` and ``out``): register-blocked FMA chains, in order over
+    ``k``; a single output column (an output layer) as one vectorised dot product per row."""
+    if b.shape[1] == 1:
+        _matmul_bt_rows(a, b.reshape(1, b.shape[0]), out)
     else:
-        _matmul_rows(a, b, out)
+        fma_matmul(a, b, out)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -282,4 +229,4 @@ def matmul_bt(a, b, out):
 def matmul_at(a, b, out):
     """``out = a.T @ b`` (C-contiguous ``a``, ``b``): the parameter gradient of a layer from its
     inputs ``a`` and cotangents ``b`` over many rows, summed over the rows in order."""
-    _matmul_rows(a.T, b, out)
+    fma_matmul(a.T, b, out)

@@ -5,7 +5,8 @@ The state is ``(Nx, 2)`` (real, imaginary) per point. The Conv2D's (3, 2) kernel
 columns, so it is a 1-D convolution over positions with 6 inputs per window; its window for output
 ``p`` is the 6 contiguous values ``x[4p : 4p+6]`` of the flat state. The Conv1D's window for output
 ``q`` is positions ``2q .. 2q+2`` of the first layer: ``3W`` contiguous activations. Both layers are
-computed as one matrix product over copied windows (im2col). Convolutions always carry biases,
+computed as one matrix product over copied windows (im2col): in the forward pass the register-
+blocked products of ``_dense.matmul``, in the adjoint BLAS. Convolutions always carry biases,
 as in the reference; ``bias`` switches only the dense layer's.
 
 ``spec`` (int64): ``[nx, width, dense_bias, p1, p2]`` with ``p1, p2`` the two layers' output lengths.
@@ -21,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums, mul_tanh_derivative
+from ._dense import add_bias_tanh, add_column_sums, matmul, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -79,15 +80,15 @@ def cnn_forward(theta, spec, x, acts, n, nsteps, c):
     win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
     _windows(x, p1, 6, 4, win1)
     h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    np.dot(win1, theta[k1:b1].reshape(6, w), h1)
+    matmul(win1, theta[k1:b1].reshape(6, w), h1)
     add_bias_tanh(h1, theta[b1:k2], 1, True)
     win2 = _scratch(acts, rows, p1, p2, w, batch * p2, 3 * w)
     _windows(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w, win2)
     off2 = rows * p1 * w
     h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    np.dot(win2, theta[k2:b2].reshape(3 * w, w), h2)
+    matmul(win2, theta[k2:b2].reshape(3 * w, w), h2)
     add_bias_tanh(h2, theta[b2:k3], 1, True)
-    np.dot(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), c)
+    matmul(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), c)
     add_bias_tanh(c, theta[b3:b3 + bias], bias, False)
 
 

@@ -1,0 +1,167 @@
+"""A register-tiled matrix product, its inner block written in LLVM IR through a Numba intrinsic.
+
+Numba's loop vectoriser keeps no block of outputs in vector registers across an inner product:
+every loop form tried reloads and stores the outputs on each term or does not vectorise, which
+caps a Numba-written product near half of the core's peak. Here the block is spelt out: ``rows``
+rows by ``vectors`` SIMD vectors of outputs accumulate in registers over the whole inner
+dimension, one fused multiply-add (``llvm.fma``) per term, and are stored once.
+
+Every output element is therefore ``fma(a[i, k-1], b[k-1, j], ... fma(a[i, 0], b[0, j], 0))``,
+in order of ``k``, whichever block, lane, row count or machine computes it: FMA rounds exactly
+once, so the bits depend on neither the number of rows (samples in a chunk) nor the SIMD width.
+Vectors are 32 bytes (8 float32 or 4 float64 lanes, AVX2's registers); AVX-512 machines run the
+same code. A block's last vector may be partial: masked loads and stores touch only its
+``last`` lanes, so nothing beyond the arrays is read or written.
+"""
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+VECTOR_BYTES = 32
+ROWS = 4  # rows of a block: with 2 vectors, 8 accumulators, as many as FMA latency needs
+VECTORS = 2
+
+
+def _vector_intrinsics(builder, fty, lanes, size):
+    """``llvm.fma`` and the masked load/store for ``<lanes x fty>`` vectors. The masked ones
+    carry the typed-pointer mangling of LLVM 14; newer LLVMs remangle intrinsic names."""
+    vty = ir.VectorType(fty, lanes)
+    mty = ir.VectorType(ir.IntType(1), lanes)
+    i32 = ir.IntType(32)
+    name = f"v{lanes}f{8 * size}"
+    module = builder.module
+    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{name}")
+    load = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
+        f"llvm.masked.load.{name}.p0{name}")
+    store = cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
+        f"llvm.masked.store.{name}.p0{name}")
+    return vty, fma, load, store
+
+
+def _splat(builder, value, vty):
+    lanes = vty.count
+    i32 = ir.IntType(32)
+    single = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(single, single, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+
+def _block(vectors, masked):
+    """An intrinsic ``block(a, b, out, i, rows, j, last)``: ``out[i:i+rows, cols] = a[i:i+rows] @
+    b[:, cols]`` for ``rows`` (1 to ROWS) rows and the ``vectors`` vectors of columns from ``j``;
+    with ``masked``, the last vector is ``last`` lanes wide (masked loads and stores are slow on
+    some cores: only a product's last columns use them). Each row count has its own code (a
+    switch), so that leftover rows still run several chains at once. ``a`` may have any strides
+    (``a.T`` included); ``b`` and ``out`` are C-contiguous."""
+
+    @intrinsic
+    def block(typingctx, a, b, out, i, rows, j, last):
+        arrays = (a, b, out)
+        if not all(isinstance(x, types.Array) and x.ndim == 2 and x.dtype == a.dtype for x in arrays):
+            return None
+        if a.dtype not in (types.float32, types.float64) or b.layout != "C" or out.layout != "C":
+            return None
+
+        def codegen(context, builder, signature, args):
+            a_arr, b_arr, o_arr = (context.make_array(t)(context, builder, v)
+                                   for t, v in zip(signature.args[:3], args[:3]))
+            i0, row_count, j0, last_lanes = args[3:]
+            fty = context.get_value_type(signature.args[0].dtype)
+            size = context.get_abi_sizeof(fty)
+            lanes = VECTOR_BYTES // size
+            vty, fma, masked_load, masked_store = _vector_intrinsics(builder, fty, lanes, size)
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            byte_ptr = ir.IntType(8).as_pointer()
+            k = builder.extract_value(a_arr.shape, 1)
+            a_row, a_col = (builder.extract_value(a_arr.strides, d) for d in (0, 1))
+            b_row = builder.extract_value(b_arr.strides, 0)
+            o_row = builder.extract_value(o_arr.strides, 0)
+            lane_index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+            mask = builder.icmp_unsigned("<", lane_index,
+                                         _splat(builder, last_lanes, ir.VectorType(i64, lanes)))
+            zero = ir.Constant(vty, [0.0] * lanes)
+            alignment = ir.Constant(i32, size)
+
+            def address(arr, byte_offset, ty):
+                return builder.bitcast(builder.gep(builder.bitcast(arr.data, byte_ptr), [byte_offset]),
+                                       ty.as_pointer())
+
+            def b_or_out(arr, row_stride, row, v):
+                column = builder.add(j0, ir.Constant(i64, v * lanes))
+                offset = builder.add(builder.mul(row, row_stride),
+                                     builder.mul(column, ir.Constant(i64, size)))
+                return address(arr, offset, vty)
+
+            def rows_block(rows):
+                # accumulators as stack slots: LLVM promotes them to registers
+                acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
+                       for _ in range(rows)]
+                with cgutils.for_range(builder, k) as loop:
+                    p = loop.index
+                    b_vec = []
+                    for v in range(vectors):
+                        ptr = b_or_out(b_arr, b_row, p, v)
+                        if masked and v == vectors - 1:
+                            b_vec.append(builder.call(masked_load, [ptr, alignment, mask, zero]))
+                        else:
+                            b_vec.append(builder.load(ptr, align=size))
+                    for r in range(rows):
+                        row = builder.add(i0, ir.Constant(i64, r))
+                        offset = builder.add(builder.mul(row, a_row), builder.mul(p, a_col))
+                        a_val = _splat(builder, builder.load(address(a_arr, offset, fty), align=size), vty)
+                        for v in range(vectors):
+                            total = builder.call(fma, [a_val, b_vec[v], builder.load(acc[r][v])])
+                            builder.store(total, acc[r][v])
+                for r in range(rows):
+                    row = builder.add(i0, ir.Constant(i64, r))
+                    for v in range(vectors):
+                        ptr = b_or_out(o_arr, o_row, row, v)
+                        value = builder.load(acc[r][v])
+                        if masked and v == vectors - 1:
+                            builder.call(masked_store, [value, ptr, alignment, mask])
+                        else:
+                            builder.store(value, ptr, align=size)
+
+            done = builder.append_basic_block("block.done")
+            switch = builder.switch(row_count, done)
+            for rows in range(1, ROWS + 1):
+                case = builder.append_basic_block(f"block.rows{rows}")
+                switch.add_case(ir.Constant(row_count.type, rows), case)
+                builder.position_at_end(case)
+                rows_block(rows)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return types.void(a, b, out, types.intp, types.intp, types.intp, types.intp), codegen
+
+    return block
+
+
+_BLOCK = _block(VECTORS, masked=False)
+_LAST_BLOCK = _block(VECTORS, masked=True)
+_LAST_VECTOR = _block(1, masked=True)
+
+
+@njit(cache=True, error_model="numpy")
+def fma_matmul(a, b, out):
+    """``out = a @ b`` in register blocks; element ``(i, j)`` is the in-order FMA chain over ``k``
+    (see the module's docstring). ``b`` and ``out`` C-contiguous, ``a`` any 2-D float array.
+    Column blocks of ``VECTORS`` vectors (their slice of ``b`` stays in L1 for all rows), each in
+    blocks of ``ROWS`` rows and the rows left over; the columns that fill no block last, masked."""
+    m, n = out.shape
+    lanes = VECTOR_BYTES // a.itemsize
+    width = VECTORS * lanes
+    end = n - n % width
+    for j in range(0, end, width):
+        for i in range(0, m, ROWS):
+            _BLOCK(a, b, out, i, min(ROWS, m - i), j, lanes)
+    columns = n - end
+    for i in range(0, m, ROWS):
+        if columns > lanes:
+            _LAST_BLOCK(a, b, out, i, min(ROWS, m - i), end, columns - lanes)
+        elif columns > 0:
+            _LAST_VECTOR(a, b, out, i, min(ROWS, m - i), end, columns)

@@ -1,0 +1,79 @@
+"""The register-blocked product: each element is the in-order FMA chain over k, whatever block,
+row count, column offset or operand layout computes it."""
+
+import numpy as np
+import pytest
+
+from stablebptt.controllers._fma_tile import ROWS, VECTOR_BYTES, VECTORS, fma_matmul
+
+# rows: whole blocks, each leftover count, fewer than a block; columns: whole vector pairs, a
+# masked second vector, a masked single vector, one column
+SHAPES = [(8, 100, 32), (7, 100, 21), (6, 37, 13), (5, 9, 1), (3, 64, 17), (2, 1, 8), (1, 100, 100),
+          (13, 180, 60)]
+
+
+def _fma_chain_float32(a, b):
+    """``a @ b`` as float32 FMA chains in order of k, emulated in float64: the float64 sum of a
+    float32 product (exact in float64) and a float32 accumulator is exact unless their exponents
+    lie far apart, and even then one rounding to float32 differs from FMA's single rounding only
+    for a float64 result on a float32 midpoint (about 2^-29 per term; these inputs have none)."""
+    acc = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    for p in range(a.shape[1]):
+        acc = (acc.astype(np.float64) + a64[:, p:p + 1] * b64[p]).astype(np.float32)
+    return acc
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_float32_elements_are_in_order_fma_chains(m, k, n, rng):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    out = np.full((m, n), np.nan, np.float32)
+    fma_matmul(a, b, out)
+    np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
+    # a transposed (strided) left operand: the parameter gradient's a.T @ b
+    at = np.full((m, n), np.nan, np.float32)
+    fma_matmul(np.ascontiguousarray(a.T).T, b, at)
+    np.testing.assert_array_equal(at, out)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_every_element_has_the_same_bits_in_any_block(m, k, n, dtype, rtol, rng):
+    """Rows alone, in leftover blocks or whole blocks, columns in full, masked or single-column
+    blocks at any offset: the same bits, and near the float64 product."""
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    whole = np.full((m, n), np.nan, dtype)
+    fma_matmul(a, b, whole)
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    assert np.all(np.abs(whole - a.astype(np.float64) @ b.astype(np.float64)) <= rtol * scale)
+    for start in range(m):
+        rows = slice(start, min(m, start + 1 + start % ROWS))
+        part = np.full((rows.stop - rows.start, n), np.nan, dtype)
+        fma_matmul(np.ascontiguousarray(a[rows]), b, part)
+        np.testing.assert_array_equal(part, whole[rows])
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    for start in sorted({0, 1, lanes - 1, lanes + 3, VECTORS * lanes - 1} & set(range(n))):
+        cols = slice(start, min(n, start + lanes + 5))
+        part = np.full((m, cols.stop - cols.start), np.nan, dtype)
+        fma_matmul(a, np.ascontiguousarray(b[:, cols]), part)
+        np.testing.assert_array_equal(part, whole[:, cols])
+
+
+def test_masked_blocks_write_nothing_beyond_the_output(rng):
+    """The last, partial vector stores only its lanes: the memory after the output is untouched."""
+    a = rng.standard_normal((5, 20)).astype(np.float32)
+    b = rng.standard_normal((20, 11)).astype(np.float32)
+    memory = np.full(5 * 11 + 16, -7.0, np.float32)
+    out = memory[:5 * 11].reshape(5, 11)
+    fma_matmul(a, b, out)
+    assert np.all(memory[5 * 11:] == -7.0)
+    np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
+
+
+def test_rejects_operands_without_contiguous_rows():
+    """``b`` and ``out`` must be C-contiguous (vectors load along their rows)."""
+    a = np.ones((4, 6), np.float32)
+    with pytest.raises(Exception, match="(?i)typing"):
+        fma_matmul(a, np.ones((12, 8), np.float32)[::2], np.zeros((4, 8), np.float32))
