@@ -10,8 +10,9 @@ Every output element is therefore ``fma(a[i, k-1], b[k-1, j], ... fma(a[i, 0], b
 in order of ``k``, whichever block, lane, row count or machine computes it: FMA rounds exactly
 once, so the bits depend on neither the number of rows (samples in a chunk) nor the SIMD width.
 Vectors are 32 bytes (8 float32 or 4 float64 lanes, AVX2's registers); AVX-512 machines run the
-same code. A block's last vector may be partial: masked loads and stores touch only its
-``last`` lanes, so nothing beyond the arrays is read or written.
+same code. The columns that fill no whole block end the product in blocks whose last vector is
+partial: masked loads and stores touch only its ``last`` lanes, so nothing beyond the arrays is
+read or written (whole blocks use plain ones: a masked store is slow on AMD cores).
 """
 
 from llvmlite import ir
