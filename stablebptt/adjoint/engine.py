@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.core.types.function_type import CompileResultWAP
+from numba.extending import intrinsic
 
 from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_interface,
-                        check_simulator_interface, compile_kernel, compile_variant, forward_sig,
-                        function_type, loss_grad_sig, loss_sig, param_grad_sig, step_sig,
-                        step_vjp_sig, vjp_sig)
+                        check_simulator_interface, compile_kernel, compile_variant, function_type)
 from .modes import Mode, combine_gradients, cosine_similarity, kept_fraction, parse_mode
 
 log = logging.getLogger("stablebptt")
@@ -33,21 +34,51 @@ log = logging.getLogger("stablebptt")
 
 _LOSSES = types.UniTuple(types.float64, 2)
 
+# The seven contract kernels travel into the engine as one int64 array of machine-code addresses,
+# in this order: Numba unboxes a first-class function argument in Python (~4 us each, 25 us a
+# call for seven, on every chunk of every batch), an array of integers in a fraction of that.
+KERNEL_ORDER = ("step", "step_vjp", "loss", "loss_grad", "forward", "vjp", "param_grad")
+_KERNEL_SIGS = {**SIMULATOR_KERNELS, **CONTROLLER_KERNELS}
+
+
+def _kernel_at(make_sig):
+    """An intrinsic ``kernel_at(address, like)``: the contract kernel of signature ``make_sig``,
+    for the dtype of the array ``like``, as a first-class function value calling the C wrapper
+    at ``address`` (a :func:`compiled_kernel`'s ``address``, which must outlive the call)."""
+
+    @intrinsic
+    def kernel_at(typingctx, address, like):
+        if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+            return None
+        ftype = function_type(make_sig, like.dtype)
+
+        def codegen(context, builder, signature, args):
+            func = cgutils.create_struct_proxy(ftype)(context, builder)
+            null = ir.Constant(ir.IntType(8).as_pointer(), None)
+            func.c_addr = builder.inttoptr(args[0], null.type)
+            func.py_addr = null  # no Python object: the value is never boxed
+            func.jit_addr = null  # calls go through the C wrapper, as for an unboxed kernel
+            return func._getvalue()
+
+        return ftype(address, like), codegen
+
+    return kernel_at
+
+
+_STEP, _STEP_VJP, _LOSS, _LOSS_GRAD, _FORWARD, _VJP, _PARAM_GRAD = (
+    _kernel_at(_KERNEL_SIGS[name]) for name in KERNEL_ORDER)
+
 
 def _rollout_sig(T):
     return _LOSSES(
-        function_type(step_sig, T), function_type(loss_sig, T), function_type(forward_sig, T),
-        types.float64[::1], T[::1], types.int64[::1], types.float64[::1], types.float64,
-        T[:, :, ::1], T[:, :, ::1], T[::1], types.int64)
+        types.int64[::1], types.float64[::1], T[::1], types.int64[::1], types.float64[::1],
+        types.float64, T[:, :, ::1], T[:, :, ::1], T[::1], types.int64)
 
 
 def _bptt_sig(T):
     return _LOSSES(
-        function_type(step_sig, T), function_type(step_vjp_sig, T), function_type(loss_sig, T),
-        function_type(loss_grad_sig, T), function_type(forward_sig, T), function_type(vjp_sig, T),
-        function_type(param_grad_sig, T),
-        types.float64[::1], T[::1], types.int64[::1], types.float64[::1], types.float64,
-        types.float64, types.float64, types.boolean,
+        types.int64[::1], types.float64[::1], T[::1], types.int64[::1], types.float64[::1],
+        types.float64, types.float64, types.float64, types.boolean,
         T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
 
 
@@ -96,7 +127,7 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
             loss_grad(p, xs[n], weights[n], lam)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
           a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
@@ -113,6 +144,23 @@ def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, s
         _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, 1.0, 0.0, xs, cs, acts, deltas_m)
         param_grad(theta, spec, inputs, acts, deltas_m, n_steps, g_m)
     return losses
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rollout_at(kernels, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps):
+    """:func:`_rollout` with the kernels given by address (``KERNEL_ORDER``)."""
+    return _rollout(_STEP(kernels[0], xs), _LOSS(kernels[2], xs), _FORWARD(kernels[4], xs), p, theta,
+                    spec, weights, rho, xs, cs, acts, acts_nsteps)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bptt_at(kernels, p, theta, spec, weights, rho, a, b, with_modified, xs, cs, acts, deltas,
+             deltas_m, g, g_m):
+    """:func:`_bptt` with the kernels given by address (``KERNEL_ORDER``)."""
+    return _bptt(_STEP(kernels[0], xs), _STEP_VJP(kernels[1], xs), _LOSS(kernels[2], xs),
+                 _LOSS_GRAD(kernels[3], xs), _FORWARD(kernels[4], xs), _VJP(kernels[5], xs),
+                 _PARAM_GRAD(kernels[6], xs), p, theta, spec, weights, rho, a, b, with_modified, xs,
+                 cs, acts, deltas, deltas_m, g, g_m)
 
 
 _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
@@ -300,10 +348,11 @@ class Problem:
         return self
 
     def _kernels_for(self, dtype):
-        """The seven contract kernels compiled for ``dtype``, as the engine's function arguments.
+        """The engine's entry points for ``dtype`` and the seven contract kernels they call.
 
-        Compiled (or loaded from Numba's on-disk cache) the first time a dtype is used, together
-        with the engine's own functions; a slow first compilation is announced on the log.
+        Compiled (or loaded from Numba's on-disk cache) the first time a dtype is used; a slow
+        first compilation is announced on the log. ``"kernels"`` holds the kernels' addresses in
+        ``KERNEL_ORDER``, ``"wrappers"`` the objects that keep their code alive.
         """
         key = np.dtype(dtype).str
         if key not in self._kernels:
@@ -311,16 +360,16 @@ class Problem:
             what = (f"compiling kernels for {getattr(sim, 'name', type(sim).__name__)}"
                     f"/{type(ctrl).__name__}/{np.dtype(dtype).name} (once)")
             with announce_if_slow(what):
-                kernels = {name: compiled_kernel(sim, name, sig, dtype)
-                           for name, sig in SIMULATOR_KERNELS.items()}
-                kernels.update({name: compiled_kernel(ctrl, name, sig, dtype)
-                                for name, sig in CONTROLLER_KERNELS.items()})
+                wrappers = [compiled_kernel(sim if name in SIMULATOR_KERNELS else ctrl, name,
+                                            _KERNEL_SIGS[name], dtype) for name in KERNEL_ORDER]
                 T = _NUMBA_FLOAT[np.dtype(dtype)]
-                # the compiled entry points, called directly: the dispatcher would type the seven
-                # function arguments again on every call (~0.3 ms, more than a chunk's work)
-                kernels["rollout"] = compile_variant(_rollout, _rollout_sig, T).entry_point
-                kernels["bptt"] = compile_variant(_bptt, _bptt_sig, T).entry_point
-                self._kernels[key] = kernels
+                self._kernels[key] = dict(
+                    wrappers=wrappers,
+                    kernels=np.array([w.__wrapper_address__() for w in wrappers], np.int64),
+                    # the compiled entry points, called directly: the dispatcher would type the
+                    # arguments again on every call
+                    rollout=compile_variant(_rollout_at, _rollout_sig, T).entry_point,
+                    bptt=compile_variant(_bptt_at, _bptt_sig, T).entry_point)
         return self._kernels[key]
 
     def _buffers_for(self, chunk, batch, dtype, keep_acts):
@@ -398,9 +447,8 @@ class Problem:
         k = self._kernels_for(theta.dtype)
 
         def work(buf, weights, rho):
-            physics, reg = k["rollout"](k["step"], k["loss"], k["forward"], buf["params"],
-                                        buf["theta"], buf["spec"], weights, rho, buf["xs"],
-                                        buf["cs"], buf["acts"], 1)
+            physics, reg = k["rollout"](k["kernels"], buf["params"], buf["theta"], buf["spec"],
+                                        weights, rho, buf["xs"], buf["cs"], buf["acts"], 1)
             return physics, reg, buf
 
         return self._chunked(theta, x0, LOSS_CHUNK, False, work)
@@ -434,10 +482,9 @@ class Problem:
             g, g_m = buf["g"], buf["g_m"] if combined else buf["g_m"][:0]
             g[:] = 0
             g_m[:] = 0
-            return k["bptt"](k["step"], k["step_vjp"], k["loss"], k["loss_grad"], k["forward"],
-                         k["vjp"], k["param_grad"], buf["params"], buf["theta"], buf["spec"], weights, rho,
-                         a, b, combined, buf["xs"], buf["cs"], buf["acts"], buf["deltas"],
-                         buf["deltas_m"], g, g_m), g, g_m
+            return k["bptt"](k["kernels"], buf["params"], buf["theta"], buf["spec"], weights, rho,
+                             a, b, combined, buf["xs"], buf["cs"], buf["acts"], buf["deltas"],
+                             buf["deltas_m"], g, g_m), g, g_m
 
         chunks = self._chunked(theta, x0, GRADIENT_CHUNK, True, work)
         physics = sum(losses[0] for losses, _, _ in chunks)

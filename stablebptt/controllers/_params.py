@@ -1,5 +1,7 @@
 """Flat parameter vectors with named per-layer views in Keras layout (shared by the controllers)."""
 
+import math
+
 import numpy as np
 
 
@@ -8,13 +10,14 @@ class FlatParameters:
 
     @property
     def n_params(self):
-        return sum(int(np.prod(shape)) for _, shape in self.layer_shapes())
+        # read on every gradient call: math.prod takes a fraction of a microsecond, np.prod ~5 us
+        return sum(math.prod(shape) for _, shape in self.layer_shapes())
 
     def views(self, theta):
         """Per-layer views into the flat parameters, Keras layout, as ``{name: array}``."""
         out, off = {}, 0
         for name, shape in self.layer_shapes():
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             out[name] = theta[off:off + size].reshape(shape)
             off += size
         return out
