@@ -5,6 +5,8 @@ import pytest
 
 from stablebptt.adjoint import (Mode, Problem, check_modes, combine_gradients, parse_mode,
                                 toy_problem_gradients)
+from stablebptt.adjoint.engine import combine_with_metrics
+from stablebptt.adjoint.modes import cosine_similarity, kept_fraction
 from stablebptt.controllers import MLP, Quadratic
 from stablebptt.sims import CartPole, Shift
 
@@ -61,6 +63,24 @@ def test_combination_rule():
     assert combined.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_combination_matches_the_rule_and_metrics(dtype, rng):
+    """The engine's one-pass combination: the same update as ``combine_gradients`` (bit for bit,
+    zeros and NaNs included), the same kept fraction and cosine as the numpy definitions."""
+    g_m = rng.standard_normal(1001).astype(dtype)
+    g_r = rng.standard_normal(1001).astype(dtype)
+    g_m[:3], g_r[:3] = 0.0, [0.0, 1.0, -1.0]
+    g_m[3], g_r[4] = np.nan, np.nan
+    update, cosine, kept = combine_with_metrics(g_m, g_r)
+    np.testing.assert_array_equal(update, combine_gradients(g_m, g_r))
+    assert update.dtype == dtype
+    assert kept == kept_fraction(g_m, g_r)
+    finite = np.isfinite(g_m) & np.isfinite(g_r)
+    _, cosine, _ = combine_with_metrics(g_m[finite], g_r[finite])
+    assert cosine == pytest.approx(cosine_similarity(g_m[finite], g_r[finite]), rel=1e-12)
+    assert combine_with_metrics(np.zeros(3, dtype), g_r[:3])[1] == 0.0
+
+
 def test_combined_mode_uses_one_forward_pass_and_the_rule(rng):
     sim = CartPole(poles=1)
     ctrl = MLP(sim.state_dim, 1, width=8, depth=2)
@@ -74,6 +94,8 @@ def test_combined_mode_uses_one_forward_pass_and_the_rule(rng):
     np.testing.assert_array_equal(c.grad_modified, m.grad)
     np.testing.assert_array_equal(c.grad, combine_gradients(m.grad, r.grad))
     assert -1.0 <= c.cosine <= 1.0 and c.cosine != 0.0
+    assert c.kept_fraction == kept_fraction(m.grad, r.grad)
+    assert np.isnan(r.kept_fraction) and r.cosine == 0.0
 
 
 @pytest.mark.parametrize("name,mode", [("regular", Mode.REGULAR), ("F", Mode.REGULAR), ("R", Mode.REGULAR),

@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 
 from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_interface,
                         check_simulator_interface, compile_kernel, compile_variant, function_type)
-from .modes import Mode, combine_gradients, cosine_similarity, kept_fraction, parse_mode
+from .modes import Mode, cosine_similarity, kept_fraction, parse_mode
 
 log = logging.getLogger("stablebptt")
 
@@ -100,7 +100,7 @@ def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, ac
             total += weights[n + 1] * loss(p, xs[n + 1])
         if rho != 0.0:
             for v in cs[n].ravel():
-                reg += float(v) * float(v)
+                reg += np.float64(v) * np.float64(v)  # (Numba's float() keeps float32)
     return total, rho * reg / cs.size
 
 
@@ -278,30 +278,52 @@ def stage_weights(n_steps, loss_mode, reduction="sum"):
     return w
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def combine_with_metrics(g_modified, g_regular):
+    """``(combined update, cosine similarity, kept fraction)`` of g_M and g_R in one pass: what
+    :func:`~stablebptt.adjoint.modes.combine_gradients`, ``cosine_similarity`` and ``kept_fraction``
+    give (the cosine's float64 sums in index order), at a tenth of their time, which every
+    combined update pays."""
+    out = np.empty_like(g_modified)
+    uu = vv = uv = 0.0
+    kept = 0
+    for i in range(g_modified.size):
+        if np.sign(g_modified[i]) == np.sign(g_regular[i]):
+            out[i] = g_modified[i]
+            kept += 1
+        else:
+            out[i] = 0
+        u, v = np.float64(g_modified[i]), np.float64(g_regular[i])  # (Numba's float() keeps float32)
+        uu += u * u
+        vv += v * v
+        uv += u * v
+    denom = np.sqrt(uu * vv)
+    cosine = uv / denom if denom > 0 else 0.0
+    return out, cosine, kept / g_modified.size if g_modified.size else 1.0
+
+
 @dataclass
 class Gradient:
     """Result of one batch: the loss (and its physics part, without the control regulariser), the
-    gradient handed to the optimiser, and for C its two parts."""
+    gradient handed to the optimiser, and for C its two parts, with the cosine similarity of the
+    two and the fraction of g_M's components the sign rule kept (computed from them if not given).
+    Other modes: cosine 0 (as the reference logs) and kept fraction NaN."""
 
     loss: float
     physics_loss: float
     grad: np.ndarray
     grad_regular: np.ndarray = None
     grad_modified: np.ndarray = None
+    cosine: float = None
+    kept_fraction: float = None
 
-    @property
-    def cosine(self):
-        """Cosine similarity of g_M and g_R (combined mode), else 0 as the reference logs."""
+    def __post_init__(self):
         if self.grad_regular is None:
-            return 0.0
-        return cosine_similarity(self.grad_modified, self.grad_regular)
-
-    @property
-    def kept_fraction(self):
-        """The fraction of g_M's components the sign rule kept (combined mode), else NaN."""
-        if self.grad_regular is None:
-            return float("nan")
-        return kept_fraction(self.grad_modified, self.grad_regular)
+            self.cosine, self.kept_fraction = 0.0, float("nan")
+        if self.cosine is None:
+            self.cosine = cosine_similarity(self.grad_modified, self.grad_regular)
+        if self.kept_fraction is None:
+            self.kept_fraction = kept_fraction(self.grad_modified, self.grad_regular)
 
 
 class Problem:
@@ -495,5 +517,7 @@ class Problem:
             g += g_chunk
             g_m += g_m_chunk
         if combined:
-            return Gradient(loss, physics, combine_gradients(g_m, g), grad_regular=g, grad_modified=g_m)
+            update, cosine, kept = combine_with_metrics(g_m, g)
+            return Gradient(loss, physics, update, grad_regular=g, grad_modified=g_m, cosine=cosine,
+                            kept_fraction=kept)
         return Gradient(loss, physics, g)
