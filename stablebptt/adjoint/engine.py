@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 
 from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_interface,
                         check_simulator_interface, compile_kernel, compile_variant, function_type)
-from .modes import Mode, cosine_similarity, kept_fraction, parse_mode
+from .modes import Mode, parse_mode
 
 log = logging.getLogger("stablebptt")
 
@@ -305,25 +305,23 @@ def combine_with_metrics(g_modified, g_regular):
 @dataclass
 class Gradient:
     """Result of one batch: the loss (and its physics part, without the control regulariser), the
-    gradient handed to the optimiser, and for C its two parts, with the cosine similarity of the
-    two and the fraction of g_M's components the sign rule kept (computed from them if not given).
-    Other modes: cosine 0 (as the reference logs) and kept fraction NaN."""
+    gradient handed to the optimiser, and for C (:meth:`combined`) its two parts, their cosine
+    similarity and the fraction of g_M's components the sign rule kept. Other modes: cosine 0
+    (as the reference logs) and kept fraction NaN."""
 
     loss: float
     physics_loss: float
     grad: np.ndarray
     grad_regular: np.ndarray = None
     grad_modified: np.ndarray = None
-    cosine: float = None
-    kept_fraction: float = None
+    cosine: float = 0.0
+    kept_fraction: float = float("nan")
 
-    def __post_init__(self):
-        if self.grad_regular is None:
-            self.cosine, self.kept_fraction = 0.0, float("nan")
-        if self.cosine is None:
-            self.cosine = cosine_similarity(self.grad_modified, self.grad_regular)
-        if self.kept_fraction is None:
-            self.kept_fraction = kept_fraction(self.grad_modified, self.grad_regular)
+    @classmethod
+    def combined(cls, loss, physics_loss, grad_regular, grad_modified):
+        """The C result of g_R and g_M (every engine's): the sign rule and both metrics in one pass."""
+        update, cosine, kept = combine_with_metrics(grad_modified, grad_regular)
+        return cls(loss, physics_loss, update, grad_regular, grad_modified, cosine, kept)
 
 
 class Problem:
@@ -517,7 +515,5 @@ class Problem:
             g += g_chunk
             g_m += g_m_chunk
         if combined:
-            update, cosine, kept = combine_with_metrics(g_m, g)
-            return Gradient(loss, physics, update, grad_regular=g, grad_modified=g_m, cosine=cosine,
-                            kept_fraction=kept)
+            return Gradient.combined(loss, physics, g, g_m)
         return Gradient(loss, physics, g)

@@ -226,7 +226,10 @@ def matmul_bt(a, b, out):
 
 
 @njit(cache=True, error_model="numpy")
-def matmul_at(a, b, out):
-    """``out = a.T @ b`` (C-contiguous ``a``, ``b``): the parameter gradient of a layer from its
-    inputs ``a`` and cotangents ``b`` over many rows, summed over the rows in order."""
-    fma_matmul(a.T, b, out)
+def add_matmul_at(a, b, out):
+    """``out += (a.T @ b).ravel()`` (C-contiguous ``a``, ``b``): a layer's kernel gradient from its
+    inputs ``a`` and cotangents ``b`` over many rows (summed over the rows in order), added into
+    its slice ``out`` of the flat gradient."""
+    product = np.empty((a.shape[1], b.shape[1]), out.dtype)
+    fma_matmul(a.T, b, product)
+    out += product.ravel()

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums, matmul, matmul_at, mul_tanh_derivative
+from ._dense import add_bias_tanh, add_column_sums, add_matmul_at, matmul, mul_tanh_derivative
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -135,9 +135,7 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     d3 = deltas[off3:off3 + rows].reshape(rows, 1)
     win1 = _scratch(acts, rows, p1, p2, w, rows * p1, 6)
     _windows(xs, p1, 6, 4, win1)
-    product = np.empty((6, w), g.dtype)
-    matmul_at(win1, d1, product)  # 6 x W outputs summed over all rows: 2x BLAS's speed
-    g[k1:b1] += product.ravel()
+    add_matmul_at(win1, d1, g[k1:b1])  # 6 x W outputs summed over all rows: 2x BLAS's speed
     add_column_sums(d1, g[b1:k2])
     win2 = _scratch(acts, rows, p1, p2, w, rows * p2, 3 * w)
     _windows(h1, p2, 3 * w, 2 * w, win2)

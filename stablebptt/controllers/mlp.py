@@ -16,7 +16,8 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import add_bias_tanh, add_column_sums, matmul, matmul_at, matmul_bt, mul_tanh_derivative
+from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, matmul, matmul_bt,
+                     mul_tanh_derivative)
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -100,9 +101,7 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         p0 = _param_offset(spec, k)
         d0 = _work_offset(spec, k, rows)
         delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
-        product = np.empty((n_in, n_out), g.dtype)
-        matmul_at(h_prev, delta, product)
-        g[p0:p0 + n_in * n_out] += product.ravel()
+        add_matmul_at(h_prev, delta, g[p0:p0 + n_in * n_out])
         if use_bias:
             add_column_sums(delta, g[p0 + n_in * n_out:p0 + n_in * n_out + n_out])
         if k < n_layers:

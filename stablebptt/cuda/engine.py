@@ -18,7 +18,7 @@ import numpy as np
 from numba import config, cuda
 
 from ..adjoint.engine import Gradient
-from ..adjoint.modes import Mode, combine_gradients, parse_mode
+from ..adjoint.modes import Mode, parse_mode
 from ..contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS, sample_kernels
 
 
@@ -216,8 +216,7 @@ class CudaProblem:
         physics, reg, grads = self._launch(theta, x0, mode)
         if mode is Mode.COMBINED:
             g, g_m = grads
-            return Gradient(physics + reg, physics, combine_gradients(g_m, g), grad_regular=g,
-                            grad_modified=g_m)
+            return Gradient.combined(physics + reg, physics, g, g_m)
         return Gradient(physics + reg, physics, grads[0])
 
     def rollout(self, theta, x0):
