@@ -33,6 +33,13 @@ samples, ``n`` the step index into them):
 - ``param_grad(theta, spec, xs, acts, deltas, nsteps, g)``: adds ``sum_n (df/dtheta)^T mu_n`` for
   all stored steps into ``g`` (``xs`` holds the ``nsteps * B`` controller inputs).
 
+A controller may also have ``prepare(theta)``: the array its batch kernels receive as ``theta``
+from the engine, made once per batch: the parameters followed by arrays derived from them (the
+MLP appends its kernels transposed, so that its adjoint runs the same register-blocked products
+as its forward pass). Kernels must accept the plain parameters too (a direct call, a finite-
+difference check) and give the same values to rounding; :func:`prepared_parameters` is what the
+engine calls.
+
 Per-sample kernels (optional; what the GPU path runs, one thread per trajectory). The physics of
 one sample is written once, as functions of 1-D arrays decorated with :func:`sample_kernel`, and
 the CPU batch kernels above loop over the batch calling them, so both targets run one source.
@@ -255,6 +262,13 @@ def check_controller_interface(controller, sim=None):
             f"controller {type(controller).__name__} maps {controller.n_inputs} -> "
             f"{controller.n_outputs} but simulator {type(sim).__name__} has state_dim="
             f"{sim.state_dim} and control_dim={sim.control_dim}")
+
+
+def prepared_parameters(controller, theta):
+    """What the batch kernels of ``controller`` receive as parameters: ``controller.prepare(theta)``
+    where it has one, else ``theta``."""
+    prepare = getattr(controller, "prepare", None)
+    return theta if prepare is None else prepare(theta)
 
 
 _plain_kernels = {}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stablebptt.adjoint import check_controller, check_simulator
-from stablebptt.controllers import MLP
+from stablebptt.controllers import CNN, MLP
 from stablebptt.sims import CartPole, Shift
 
 import naive
@@ -33,7 +33,37 @@ def test_toy_simulator_adjoints(rng):
 def test_mlp_adjoints(depth, bias, rng):
     ctrl = MLP(6, 2, width=9, depth=depth, bias=bias)
     theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
-    _assert_ok(check_controller(ctrl, theta, rng.standard_normal((4, 6)), rng))
+    results = check_controller(ctrl, theta, rng.standard_normal((4, 6)), rng)
+    assert any("prepared" in r.name for r in results)  # the engine's path is checked too
+    _assert_ok(results)
+
+
+@pytest.mark.parametrize("controller", [MLP(6, 2, width=20, depth=2), MLP(6, 1, width=20, depth=1),
+                                        CNN(nx=16, width=12)], ids=["mlp", "mlp-1-out", "cnn"])
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_prepared_parameters_give_the_plain_adjoint(controller, dtype, rtol, rng):
+    """The engine hands kernels ``prepare(theta)`` (transposed kernels appended): the adjoint
+    and parameter gradient must equal those of the plain parameters to rounding."""
+    theta = controller.init(rng, dtype) + dtype(0.1) * rng.standard_normal(controller.n_params).astype(dtype)
+    prepared = controller.prepare(theta)
+    assert prepared.dtype == dtype and prepared.size > theta.size
+    np.testing.assert_array_equal(prepared[:theta.size], theta)
+    batch, spec = 4, controller.spec
+    x = rng.standard_normal((batch, controller.n_inputs)).astype(dtype)
+    mu = rng.standard_normal((batch, controller.n_outputs)).astype(dtype)
+    acts = np.zeros(controller.acts_size(batch), dtype)
+    controller.forward(theta, spec, x, acts, 0, 1, np.zeros((batch, controller.n_outputs), dtype))
+    results = []
+    for kernel_theta in (theta, prepared):
+        dx, deltas, g = np.zeros_like(x), np.zeros(controller.deltas_size(batch), dtype), np.zeros_like(theta)
+        controller.vjp(kernel_theta, spec, x, acts.copy(), 0, 1, mu, dx, deltas)
+        controller.param_grad(kernel_theta, spec, x, acts.copy(), deltas, 1, g)
+        results.append((dx, g))
+    (dx_plain, g_plain), (dx_prepared, g_prepared) = results
+    scale = max(np.abs(g_plain).max(), np.abs(dx_plain).max())
+    np.testing.assert_allclose(dx_prepared, dx_plain, rtol=0, atol=rtol * scale)
+    np.testing.assert_allclose(g_prepared, g_plain, rtol=0, atol=rtol * scale)
+    assert not np.array_equal(g_plain, 0)
 
 
 def test_check_detects_a_wrong_adjoint(rng):

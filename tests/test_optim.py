@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stablebptt.experiments import ConfigError, Trainer, preset, read_run
-from stablebptt.experiments.optim import SGD, Adam, clip_gradient, make_optimizer, state_arrays
+from stablebptt.experiments.optim import (SGD, Adam, clip_gradient, clip_with_norms, make_optimizer,
+                                          state_arrays)
 
 import naive
 
@@ -151,3 +152,76 @@ def test_sweep_optimiser_axis():
     names = {c.run_name() for c in configs}
     assert "cartpole_p3_C_clip-norm_lr0.001_bs8_s42_rmsprop" in names
     assert "cartpole_p3_C_clip-norm_lr0.001_bs8_s42" in names  # adam is the preset's
+
+
+def _numpy_updates(name, theta, grad, state, opt):
+    """The updates as numpy array operations, one operation per line in the documented order:
+    the compiled loops must give the same bits."""
+    dtype = theta.dtype.type
+    if name == "adam":
+        t = state.step
+        lr_t = dtype(opt.lr * np.sqrt(1.0 - opt.beta2 ** t) / (1.0 - opt.beta1 ** t))
+        state.m *= dtype(opt.beta1)
+        state.m += dtype(1.0 - opt.beta1) * grad
+        state.v *= dtype(opt.beta2)
+        state.v += dtype(1.0 - opt.beta2) * grad * grad
+        theta -= lr_t * state.m / (np.sqrt(state.v) + dtype(opt.epsilon))
+    elif name == "sgd":
+        state.velocity *= dtype(opt.momentum)
+        state.velocity -= dtype(opt.lr) * grad
+        theta += state.velocity
+    elif name == "adagrad":
+        state.accumulator += grad * grad
+        theta -= dtype(opt.lr) * grad / (np.sqrt(state.accumulator) + dtype(opt.epsilon))
+    elif name == "adadelta":
+        rho, eps = dtype(opt.rho), dtype(opt.epsilon)
+        state.accumulator *= rho
+        state.accumulator += dtype(1.0 - opt.rho) * grad * grad
+        step = np.sqrt(state.update_accumulator + eps) / np.sqrt(state.accumulator + eps) * grad
+        state.update_accumulator *= rho
+        state.update_accumulator += dtype(1.0 - opt.rho) * step * step
+        theta -= dtype(opt.lr) * step
+    else:
+        state.rms *= dtype(opt.rho)
+        state.rms += dtype(1.0 - opt.rho) * grad * grad
+        theta -= dtype(opt.lr) * grad / (np.sqrt(state.rms) + dtype(opt.epsilon))
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "adagrad", "adadelta", "rmsprop"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_updates_are_the_numpy_operations_bit_for_bit(name, dtype, rng):
+    optimizer = make_optimizer(name, 3e-3, momentum=0.9 if name == "sgd" else 0.0)
+    theta = rng.standard_normal(1001).astype(dtype)
+    state = optimizer.init(theta)
+    expected, expected_state = theta.copy(), optimizer.init(theta)
+    for _ in range(30):
+        g = (rng.standard_normal(1001) * 10.0 ** rng.uniform(-4, 2, 1001)).astype(dtype)
+        optimizer.update(theta, g, state)
+        expected_state.step += 1
+        _numpy_updates(name, expected, g, expected_state, optimizer)
+    np.testing.assert_array_equal(theta, expected)
+    for key, value in state_arrays(state).items():
+        np.testing.assert_array_equal(value, state_arrays(expected_state)[key])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_with_norms_reports_what_it_did(dtype, rng):
+    g = (3.0 * rng.standard_normal(500)).astype(dtype)
+    size = float(np.sum(np.square(g, dtype=np.float64)))
+    for mode, expected in [("none", g), ("value", np.clip(g, -1.0, 1.0)),
+                           ("norm", g * dtype(1.0 / np.sqrt(size)))]:
+        clipped, got_size, clipped_norm, changed = clip_with_norms(g, mode, 1.0)
+        assert clipped.dtype == dtype and clipped is not g
+        np.testing.assert_array_equal(clipped, expected)
+        assert got_size == pytest.approx(size, rel=1e-13)
+        assert clipped_norm == pytest.approx(np.linalg.norm(expected.astype(np.float64)), rel=1e-13)
+        assert changed == (mode != "none")
+    # below the threshold nothing changes; a NaN propagates and counts as a change
+    small = (g / np.sqrt(size) * 0.5).astype(dtype)
+    assert not clip_with_norms(small, "norm", 1.0)[3]
+    bad = g.copy()
+    bad[7] = np.nan
+    for mode in ("value", "norm"):
+        clipped, got_size, _, changed = clip_with_norms(bad, mode, 1.0)
+        assert np.isnan(clipped[7]) and np.isnan(got_size) and changed
+    assert np.isnan(clip_with_norms(bad, "norm", 1.0)[0]).all()  # a NaN norm spoils every entry

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract import prepared_parameters
 from .modes import Mode, combine_gradients, parse_mode
 
 
@@ -152,20 +153,26 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
         ctrl.forward(np.ascontiguousarray(th), spec, np.ascontiguousarray(xx), acts, 0, 1, c)
         return c, acts
 
-    def vjp(w):
+    def vjp(w, kernel_theta):
         _, acts = forward(theta, x)
         dx = np.zeros_like(x)
         deltas = np.zeros(ctrl.deltas_size(batch))
-        ctrl.vjp(theta, spec, x, acts, 0, 1, np.ascontiguousarray(w), dx, deltas)
+        ctrl.vjp(kernel_theta, spec, x, acts, 0, 1, np.ascontiguousarray(w), dx, deltas)
         g = np.zeros_like(theta)
-        ctrl.param_grad(theta, spec, x, acts, deltas, 1, g)
+        ctrl.param_grad(kernel_theta, spec, x, acts, deltas, 1, g)
         return dx, g
 
+    # the adjoint with the plain parameters and with the prepared ones the engine passes
+    prepared = prepared_parameters(ctrl, theta)
+    variants = [("", theta)] + ([(", prepared parameters", prepared)] if prepared is not theta else [])
     name = type(ctrl).__name__
-    results = check_vjp(f"{name} vjp dx (c wrt x)", lambda xx: forward(theta, xx)[0],
-                        lambda w: vjp(w)[0], x, rng, eps, tolerance, "c", "x")
-    results += check_vjp(f"{name} vjp+param_grad (c wrt theta)", lambda th: forward(th, x)[0],
-                         lambda w: vjp(w)[1], theta, rng, eps, tolerance, "c", "theta")
+    results = []
+    for label, kernel_theta in variants:
+        results += check_vjp(f"{name} vjp dx (c wrt x{label})", lambda xx: forward(theta, xx)[0],
+                             lambda w: vjp(w, kernel_theta)[0], x, rng, eps, tolerance, "c", "x")
+        results += check_vjp(f"{name} vjp+param_grad (c wrt theta{label})",
+                             lambda th: forward(th, x)[0], lambda w: vjp(w, kernel_theta)[1],
+                             theta, rng, eps, tolerance, "c", "theta")
     return results
 
 

@@ -26,7 +26,8 @@ from numba.core.types.function_type import CompileResultWAP
 from numba.extending import intrinsic
 
 from ..contract import (CONTROLLER_KERNELS, SIMULATOR_KERNELS, check_controller_interface,
-                        check_simulator_interface, compile_kernel, compile_variant, function_type)
+                        check_simulator_interface, compile_kernel, compile_variant, function_type,
+                        prepared_parameters)
 from .modes import Mode, parse_mode
 
 log = logging.getLogger("stablebptt")
@@ -431,6 +432,8 @@ class Problem:
             buf["xs"][0] = x0[part]
             # each chunk reads its own copy of the parameters, so that threads share no array
             # (a kernel's views of an array count references in that array's header)
+            if buf["theta"].size != theta.size:  # prepared parameters (gradients) are longer
+                buf["theta"] = np.empty_like(theta)
             buf["theta"][:] = theta
             jobs.append((buf, self.weights * (size / batch), self.rho * (size / batch)))
         threads = min(self.threads, len(jobs))
@@ -498,6 +501,8 @@ class Problem:
         combined = mode is Mode.COMBINED
         k = self._kernels_for(theta.dtype)
 
+        prepared = prepared_parameters(self.controller, theta)
+
         def work(buf, weights, rho):
             g, g_m = buf["g"], buf["g_m"] if combined else buf["g_m"][:0]
             g[:] = 0
@@ -506,7 +511,7 @@ class Problem:
                              a, b, combined, buf["xs"], buf["cs"], buf["acts"], buf["deltas"],
                              buf["deltas_m"], g, g_m), g, g_m
 
-        chunks = self._chunked(theta, x0, GRADIENT_CHUNK, True, work)
+        chunks = self._chunked(prepared, x0, GRADIENT_CHUNK, True, work)
         physics = sum(losses[0] for losses, _, _ in chunks)
         loss = physics + sum(losses[1] for losses, _, _ in chunks)
         g = chunks[0][1].copy()

@@ -151,8 +151,9 @@ def mul_tanh_derivative(delta, h):
     """``delta *= 1 - h^2`` in place: back through ``h = tanh(z)`` without a temporary array."""
     d = delta.ravel()
     hh = h.ravel()
+    one = d.dtype.type(1)  # a float literal would make float32 loops float64 (half the lanes)
     for i in range(d.size):
-        d[i] *= 1.0 - hh[i] * hh[i]
+        d[i] *= one - hh[i] * hh[i]
 
 
 # ---- matrix products of the per-step layers ----
@@ -172,13 +173,13 @@ def matmul(a, b, out):
     """``out = a @ b`` (C-contiguous ``b`` and ``out``): register-blocked FMA chains, in order over
     ``k``; a single output column (an output layer) as one vectorised dot product per row."""
     if b.shape[1] == 1:
-        _matmul_bt_rows(a, b.reshape(1, b.shape[0]), out)
+        matmul_bt_rows(a, b.reshape(1, b.shape[0]), out)
     else:
         fma_matmul(a, b, out)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _matmul_bt_rows(a, b, out):
+def matmul_bt_rows(a, b, out):
     """``out = a @ b.T`` as dot products of contiguous rows, four rows of ``a`` by two of ``b``
     at a time (eight running sums that LLVM vectorises along ``k``)."""
     m, k = a.shape
@@ -222,7 +223,7 @@ def matmul_bt(a, b, out):
     if a.shape[0] > SMALL_ROWS:
         np.dot(a, b.T, out)
     else:
-        _matmul_bt_rows(a, b, out)
+        matmul_bt_rows(a, b, out)
 
 
 @njit(cache=True, error_model="numpy")

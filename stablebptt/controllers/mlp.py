@@ -39,6 +39,31 @@ def _work_offset(spec, layer, rows):
     return off
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _transposed_offset(spec, layer):
+    """Offset of layer ``layer``'s transposed kernel in prepared parameters (:meth:`MLP.prepare`),
+    or the prepared length for ``layer = n_layers + 1``."""
+    off = _param_offset(spec, spec[0] + 1)
+    for k in range(1, layer):
+        off += spec[1 + k] * spec[2 + k]
+    return off
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _times_kernel_t(theta, spec, layer, delta, out):
+    """``out = delta @ W^T`` for layer ``layer``: with the transposed kernel of prepared parameters
+    the register-blocked product (in-order FMA chains, as the forward pass), with plain ones dot
+    products against the rows of W."""
+    n_in = spec[1 + layer]
+    n_out = spec[2 + layer]
+    if theta.size > _param_offset(spec, spec[0] + 1):
+        t0 = _transposed_offset(spec, layer)
+        matmul(delta, theta[t0:t0 + n_out * n_in].reshape(n_out, n_in), out)
+    else:
+        p0 = _param_offset(spec, layer)
+        matmul_bt(delta, theta[p0:p0 + n_in * n_out].reshape(n_in, n_out), out)
+
+
 @kernel(forward_sig)
 def mlp_forward(theta, spec, x, acts, n, nsteps, c):
     n_layers = spec[0]
@@ -73,18 +98,15 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     delta = deltas[d0:d0 + batch * n_out].reshape(batch, n_out)
     delta[:, :] = mu
     for k in range(n_layers, 0, -1):
-        n_in = spec[1 + k]
-        n_out = spec[2 + k]
-        p0 = _param_offset(spec, k)
-        kernel = theta[p0:p0 + n_in * n_out].reshape(n_in, n_out)
         if k == 1:
-            matmul_bt(delta, kernel, dx)
+            _times_kernel_t(theta, spec, k, delta, dx)
             break
         # cotangent of the previous layer's pre-activation: (delta W^T) * (1 - h^2)
+        n_in = spec[1 + k]
         a0 = _work_offset(spec, k - 1, rows) + n * batch * n_in
         h = acts[a0:a0 + batch * n_in].reshape(batch, n_in)
         prev = deltas[a0:a0 + batch * n_in].reshape(batch, n_in)
-        matmul_bt(delta, kernel, prev)
+        _times_kernel_t(theta, spec, k, delta, prev)
         mul_tanh_derivative(prev, h)
         delta = prev
 
@@ -222,6 +244,15 @@ class MLP(FlatParameters):
     def forward_products(self):
         """``(rows per sample, k, n)`` of each matrix product of one forward pass (FLOP counts)."""
         return [(1, k, n) for k, n in zip(self.sizes[:-1], self.sizes[1:])]
+
+    def prepare(self, theta):
+        """The parameters followed by every layer's kernel transposed ``(n_out, n_in)``, in layer
+        order: what the engine hands the batch kernels, so that the adjoint's products
+        ``delta @ W^T`` run in the same register blocks as the forward pass (on a 4 x 100 x 100
+        product in float32 ~1.5x the speed of dot products against the rows of W)."""
+        views = self.views(theta)
+        kernels = [views[f"dense_{k}/kernel"].T.ravel() for k in range(self.depth + 1)]
+        return np.concatenate([theta] + kernels)
 
     def acts_size(self, rows):
         """Length of the activation buffer for ``rows`` = steps x batch samples."""

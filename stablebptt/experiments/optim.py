@@ -17,7 +17,8 @@ Every optimiser takes the learning rate it is given (the reference passed its ``
   ``g * c / max(|g|_2, c)`` over the whole flat gradient.
 
 States are plain dataclasses of arrays and counters: exactly what a checkpoint saves. Updates
-work in place on the parameter array.
+work in place on the parameter array, in one compiled pass each (``_optim_kernels``: the
+operations as written above, in the parameters' precision).
 """
 
 from dataclasses import dataclass, field
@@ -27,19 +28,31 @@ import numpy as np
 CLIP_MODES = ("none", "value", "norm")
 
 
+def clip_with_norms(grad, mode, threshold=1.0):
+    """``(clipped, |grad|^2, |clipped|, clipping changed grad)`` of a flat gradient in one pass
+    (what a training step logs): ``none``, ``value`` (component-wise) or ``norm`` (global L2
+    norm). Sums are float64; ``clipped`` is a new array of ``grad``'s dtype."""
+    from ._optim_kernels import clip_with_norms as compiled
+
+    mode = str(mode).lower()
+    if mode not in CLIP_MODES:
+        raise ValueError(f"unknown clipping mode {mode!r}: use none, value or norm")
+    if mode != "none" and not threshold > 0:
+        raise ValueError(f"clipping threshold must be > 0, got {threshold}")
+    grad = np.ascontiguousarray(grad).reshape(-1)
+    clipped = np.empty_like(grad)
+    size, clipped_norm, changed = compiled(grad, CLIP_MODES.index(mode), float(threshold), clipped)
+    return clipped, size, clipped_norm, changed
+
+
 def clip_gradient(grad, mode, threshold=1.0):
     """Clip a flat gradient: ``none``, ``value`` (component-wise) or ``norm`` (global L2 norm)."""
-    mode = str(mode).lower()
-    if mode == "none":
-        return grad
-    if not threshold > 0:
-        raise ValueError(f"clipping threshold must be > 0, got {threshold}")
-    if mode == "value":
-        return np.clip(grad, -threshold, threshold)
-    if mode == "norm":
-        norm = float(np.sqrt(np.sum(np.square(grad, dtype=np.float64))))
-        return (grad * (threshold / max(norm, threshold))).astype(grad.dtype)
-    raise ValueError(f"unknown clipping mode {mode!r}: use none, value or norm")
+    return clip_with_norms(grad, mode, threshold)[0]
+
+
+def _like(grad, theta):
+    """``grad`` as a contiguous vector of the parameters' dtype (what the compiled updates take)."""
+    return np.ascontiguousarray(grad, dtype=theta.dtype).reshape(theta.shape)
 
 
 @dataclass
@@ -60,15 +73,15 @@ class Adam:
         return AdamState(0, np.zeros_like(theta), np.zeros_like(theta))
 
     def update(self, theta, grad, state):
+        from ._optim_kernels import adam_update
+
         state.step += 1
         t = state.step
         dtype = theta.dtype.type
         lr_t = dtype(self.lr * np.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t))
-        state.m *= dtype(self.beta1)
-        state.m += dtype(1.0 - self.beta1) * grad
-        state.v *= dtype(self.beta2)
-        state.v += dtype(1.0 - self.beta2) * grad * grad
-        theta -= lr_t * state.m / (np.sqrt(state.v) + dtype(self.epsilon))
+        adam_update(theta, _like(grad, theta), state.m, state.v, lr_t, dtype(self.beta1),
+                    dtype(1.0 - self.beta1), dtype(self.beta2), dtype(1.0 - self.beta2),
+                    dtype(self.epsilon))
         return state
 
 
@@ -87,14 +100,12 @@ class SGD:
         return SGDState(0, np.zeros_like(theta))
 
     def update(self, theta, grad, state):
+        from ._optim_kernels import sgd_update
+
         state.step += 1
         dtype = theta.dtype.type
-        if self.momentum:
-            state.velocity *= dtype(self.momentum)
-            state.velocity -= dtype(self.lr) * grad
-            theta += state.velocity
-        else:
-            theta -= dtype(self.lr) * grad
+        sgd_update(theta, _like(grad, theta), state.velocity, dtype(self.lr), dtype(self.momentum),
+                   bool(self.momentum))
         return state
 
 
@@ -114,10 +125,12 @@ class Adagrad:
         return AdagradState(0, np.full_like(theta, self.initial_accumulator))
 
     def update(self, theta, grad, state):
+        from ._optim_kernels import adagrad_update
+
         state.step += 1
         dtype = theta.dtype.type
-        state.accumulator += grad * grad
-        theta -= dtype(self.lr) * grad / (np.sqrt(state.accumulator) + dtype(self.epsilon))
+        adagrad_update(theta, _like(grad, theta), state.accumulator, dtype(self.lr),
+                       dtype(self.epsilon))
         return state
 
 
@@ -138,15 +151,12 @@ class Adadelta:
         return AdadeltaState(0, np.zeros_like(theta), np.zeros_like(theta))
 
     def update(self, theta, grad, state):
+        from ._optim_kernels import adadelta_update
+
         state.step += 1
         dtype = theta.dtype.type
-        rho, eps = dtype(self.rho), dtype(self.epsilon)
-        state.accumulator *= rho
-        state.accumulator += dtype(1.0 - self.rho) * grad * grad
-        step = np.sqrt(state.update_accumulator + eps) / np.sqrt(state.accumulator + eps) * grad
-        state.update_accumulator *= rho
-        state.update_accumulator += dtype(1.0 - self.rho) * step * step
-        theta -= dtype(self.lr) * step
+        adadelta_update(theta, _like(grad, theta), state.accumulator, state.update_accumulator,
+                        dtype(self.lr), dtype(self.rho), dtype(1.0 - self.rho), dtype(self.epsilon))
         return state
 
 
@@ -166,11 +176,12 @@ class RMSprop:
         return RMSpropState(0, np.zeros_like(theta))
 
     def update(self, theta, grad, state):
+        from ._optim_kernels import rmsprop_update
+
         state.step += 1
         dtype = theta.dtype.type
-        state.rms *= dtype(self.rho)
-        state.rms += dtype(1.0 - self.rho) * grad * grad
-        theta -= dtype(self.lr) * grad / (np.sqrt(state.rms) + dtype(self.epsilon))
+        rmsprop_update(theta, _like(grad, theta), state.rms, dtype(self.lr), dtype(self.rho),
+                       dtype(1.0 - self.rho), dtype(self.epsilon))
         return state
 
 
