@@ -498,3 +498,24 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
         assert run.returncode in (130, -signal.SIGINT), err
         assert "Traceback" not in err and len(err.splitlines()) <= 2, err
         assert not list((tmp_path / str(delay)).glob("*.lock"))
+
+
+def test_a_dropped_start_up_interrupt_stops_the_run_before_its_first_update():
+    """CPython drops a KeyboardInterrupt raised inside some callbacks (an import lock's): the
+    command line's start-up handler records each Ctrl-C, and a run checks the record on entry."""
+    from stablebptt.experiments import cli
+    from stablebptt.experiments.training import stop_requests
+
+    previous = signal.signal(signal.SIGINT, cli._interrupt)
+    try:
+        cli._interrupt.requested = True  # as if the KeyboardInterrupt had been dropped
+        with pytest.raises(KeyboardInterrupt):
+            with stop_requests("stopping"):
+                pytest.fail("a recorded start-up Ctrl-C must not let the run start")
+        assert signal.getsignal(signal.SIGINT) is cli._interrupt  # handler restored
+        cli._interrupt.requested = False
+        with stop_requests("stopping") as stop:
+            assert not stop()
+    finally:
+        cli._interrupt.requested = False
+        signal.signal(signal.SIGINT, previous)

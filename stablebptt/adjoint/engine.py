@@ -116,14 +116,20 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
     reg_scale = 2.0 * rho / cs.size
     if weights[n_steps] != 0.0:
         loss_grad(p, xs[n_steps], weights[n_steps], lam)
+    # explicit loops rather than array expressions: no temporaries per step, and no slice-
+    # assignment error formatting for Numba to compile on a cold start
     for n in range(n_steps - 1, -1, -1):
         step_vjp(p, xs[n], cs[n], lam, dx_sim, mu)
         if rho != 0.0:
-            mu += reg_scale * cs[n]
+            for i in range(batch):
+                for j in range(mu.shape[1]):
+                    mu[i, j] = mu[i, j] + reg_scale * cs[n, i, j]
         vjp(theta, spec, xs[n], acts, n, n_steps, mu, dx_ctrl, deltas)
         if n == 0:
             break
-        lam[:, :] = a * dx_sim + b * dx_ctrl
+        for i in range(batch):
+            for j in range(lam.shape[1]):
+                lam[i, j] = a * dx_sim[i, j] + b * dx_ctrl[i, j]
         if weights[n] != 0.0:
             loss_grad(p, xs[n], weights[n], lam)
 

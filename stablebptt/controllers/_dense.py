@@ -138,6 +138,15 @@ def add_bias_tanh(out, bias, use_bias, activate):
             flat[i] = tanh(flat[i])
 
 
+@njit(cache=True, error_model="numpy")
+def copy_matrix(source, out):
+    """``out[:, :] = source`` as a loop (a slice assignment makes Numba compile its error
+    formatting, ~1 s of a cold start)."""
+    for i in range(source.shape[0]):
+        for j in range(source.shape[1]):
+            out[i, j] = source[i, j]
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def add_column_sums(delta, out):
     """``out += delta.sum(axis=0)``: the gradient of a bias from its layer's cotangents."""

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, matmul, matmul_bt_rows,
+from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, copy_matrix, matmul, matmul_bt_rows,
                      mul_tanh_derivative)
 from ._params import FlatParameters, glorot_uniform
 
@@ -108,7 +108,7 @@ def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     d1 = deltas[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
     d2 = deltas[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
     d3 = deltas[off3 + n * batch:off3 + (n + 1) * batch].reshape(batch, 1)
-    d3[:, :] = mu
+    copy_matrix(mu, d3)
     # dense -> second layer: d2 = (mu W3^T) * (1 - h2^2); W3 (p2 w, 1) has the memory of W3^T
     matmul(mu, theta[k3:b3].reshape(1, p2 * w), d2.reshape(batch, p2 * w))
     mul_tanh_derivative(d2, h2)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, matmul, matmul_bt,
+from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, copy_matrix, matmul, matmul_bt,
                      mul_tanh_derivative)
 from ._params import FlatParameters, glorot_uniform
 
@@ -96,7 +96,7 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     n_out = spec[2 + n_layers]
     d0 = _work_offset(spec, n_layers, rows) + n * batch * n_out
     delta = deltas[d0:d0 + batch * n_out].reshape(batch, n_out)
-    delta[:, :] = mu
+    copy_matrix(mu, delta)
     for k in range(n_layers, 0, -1):
         if k == 1:
             _times_kernel_t(theta, spec, k, delta, dx)

@@ -36,7 +36,8 @@ def clip_with_norms(grad, mode, threshold, out):
             g = grad[i]
             out[i] = high if g > high else (-high if g < -high else g)
     else:
-        out[:] = grad
+        for i in range(grad.size):
+            out[i] = grad[i]
     clipped_size = 0.0
     changed = False
     for i in range(grad.size):

@@ -2,11 +2,24 @@
 errors answer at once and Ctrl-C at any moment ends with one line instead of a traceback."""
 
 import os
+import signal
 import sys
+
+
+def _interrupt(signum, frame):
+    """Start-up Ctrl-C: a KeyboardInterrupt, remembered too, since CPython drops one that
+    arrives inside some callbacks (an import lock's); a run checks ``requested`` before its
+    first update (:func:`~stablebptt.experiments.training.stop_requests`)."""
+    _interrupt.requested = True
+    raise KeyboardInterrupt
+
+
+_interrupt.requested = False
 
 
 def main(argv=None):
     try:
+        signal.signal(signal.SIGINT, _interrupt)
         from . import commands
 
         return commands.dispatch(argv)

@@ -28,7 +28,9 @@ class Interrupted(RuntimeError):
 @contextmanager
 def stop_requests(message):
     """A callable that turns true after the first Ctrl-C (SIGINT), which also logs ``message``;
-    a second Ctrl-C interrupts at once. Outside the main thread it never turns true."""
+    a second Ctrl-C interrupts at once. Outside the main thread it never turns true. A Ctrl-C
+    that the previous handler recorded but Python dropped (its ``requested`` attribute, see
+    ``cli._interrupt``) is a KeyboardInterrupt on entry."""
     requested = []
 
     def handler(signum, frame):
@@ -43,6 +45,8 @@ def stop_requests(message):
         yield lambda: False
         return
     try:
+        if getattr(previous, "requested", False):
+            raise KeyboardInterrupt
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
