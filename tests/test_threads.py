@@ -50,6 +50,21 @@ def test_each_row_of_a_small_product_has_the_same_bits_alone(dtype, rng):
             np.testing.assert_array_equal(part, whole[rows])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_column_parameter_gradient_is_the_register_blocks_chains(dtype, rng):
+    """An output layer's kernel gradient (one column) has its own vectorised loop: the same
+    in-order FMA chains, so the same bits, as the register blocks give every other product."""
+    from stablebptt.controllers._fma_tile import fma_matmul
+
+    a = rng.standard_normal((403, 37)).astype(dtype)
+    b = rng.standard_normal((403, 1)).astype(dtype)
+    blocks = np.empty((37, 1), dtype)
+    fma_matmul(a.T, b, blocks)
+    g = np.zeros(37, dtype)
+    add_matmul_at(a, b, g)
+    np.testing.assert_array_equal(g, blocks.ravel())
+
+
 def test_batch_chunks():
     assert batch_chunks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert batch_chunks(3, 4) == [slice(0, 3)]

