@@ -56,6 +56,27 @@ def test_per_sample_twin_matches_the_batch_kernels(nx, rng):
     assert len(results) == 8 and all(r.ok for r in results), [(r.name, r.error) for r in results]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_step_gives_each_sample_the_bits_it_has_alone(dtype, rng):
+    """The batch kernels run the samples in passes of a few: a sample's step and adjoint must
+    not depend on the batch around it (an evaluation chunk of 64 against a gradient chunk of 4)."""
+    sim = Quantum()
+    x = _states(sim, 19, rng).astype(dtype)
+    c = (4.0 * rng.standard_normal((19, 1))).astype(dtype)
+    lam = rng.standard_normal(x.shape).astype(dtype)
+
+    def kernels(rows):
+        xn, dx, dc = np.zeros_like(x[rows]), np.zeros_like(x[rows]), np.zeros_like(c[rows])
+        sim.step(sim.params, x[rows], c[rows], xn)
+        sim.step_vjp(sim.params, x[rows], c[rows], lam[rows], dx, dc)
+        return xn, dx, dc
+
+    whole = kernels(slice(0, 19))
+    for rows in (slice(0, 1), slice(5, 9), slice(9, 19)):
+        for part, full in zip(kernels(rows), whole):
+            np.testing.assert_array_equal(part, full[rows])
+
+
 def test_step_conserves_the_norm(rng):
     sim = Quantum()
     x = _states(sim, 5, rng, noise=0.3)

@@ -6,10 +6,9 @@ columns, so it is a 1-D convolution over positions with 6 inputs per window; its
 ``p`` is the 6 contiguous values ``x[4p : 4p+6]`` of the flat state. The Conv1D's window for output
 ``q`` is positions ``2q .. 2q+2`` of the first layer: ``3W`` contiguous activations. Both layers are
 computed as one matrix product over copied windows (im2col), in the register-blocked products
-of ``_dense.matmul`` (the adjoint's ``d2 @ W2^T`` with the transposed kernel of
-:meth:`CNN.prepare`; ``d1 @ W1^T``, six outputs a row, as dot products). BLAS remains where it is
-faster: the second and dense layers' parameter gradients (long sums over all rows), and the
-adjoint called with plain parameters.
+of ``_dense`` (the adjoint's ``d2 @ W2^T`` with the transposed kernel of :meth:`CNN.prepare`;
+``d1 @ W1^T``, six outputs a row, as dot products; the parameter gradients in slices of rows).
+Only the adjoint called with plain parameters uses BLAS.
 Convolutions always carry biases, as in the reference; ``bias`` switches only the dense layer's.
 
 ``spec`` (int64): ``[nx, width, dense_bias, p1, p2]`` with ``p1, p2`` the two layers' output lengths.
@@ -146,7 +145,7 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     add_column_sums(d1, g[b1:k2])
     win2 = _scratch(acts, rows, p1, p2, w, rows * p2, 3 * w)
     _windows(h1, p2, 3 * w, 2 * w, win2)
-    add_matmul_at(win2, d2, g[k2:b2])  # 180 x W outputs over all rows: ~1.5x BLAS's speed
+    add_matmul_at(win2, d2, g[k2:b2])
     add_column_sums(d2, g[b2:k3])
     add_matmul_at(h2, d3, g[k3:b3])
     if bias:

@@ -31,7 +31,7 @@ CLIP_MODES = ("none", "value", "norm")
 def clip_with_norms(grad, mode, threshold=1.0):
     """``(clipped, |grad|^2, |clipped|, clipping changed grad)`` of a flat gradient in one pass
     (what a training step logs): ``none``, ``value`` (component-wise) or ``norm`` (global L2
-    norm). Sums are float64; ``clipped`` is a new array of ``grad``'s dtype."""
+    norm). Sums are float64; ``clipped`` is a new array of ``grad``'s dtype and shape."""
     from ._optim_kernels import clip_with_norms as compiled
 
     mode = str(mode).lower()
@@ -39,10 +39,11 @@ def clip_with_norms(grad, mode, threshold=1.0):
         raise ValueError(f"unknown clipping mode {mode!r}: use none, value or norm")
     if mode != "none" and not threshold > 0:
         raise ValueError(f"clipping threshold must be > 0, got {threshold}")
+    shape = np.shape(grad)
     grad = np.ascontiguousarray(grad).reshape(-1)
     clipped = np.empty_like(grad)
     size, clipped_norm, changed = compiled(grad, CLIP_MODES.index(mode), float(threshold), clipped)
-    return clipped, size, clipped_norm, changed
+    return clipped.reshape(shape), size, clipped_norm, changed
 
 
 def clip_gradient(grad, mode, threshold=1.0):
