@@ -266,9 +266,19 @@ def check_controller_interface(controller, sim=None):
 
 def prepared_parameters(controller, theta):
     """What the batch kernels of ``controller`` receive as parameters: ``controller.prepare(theta)``
-    where it has one, else ``theta``."""
+    where it has one, else ``theta``. A :class:`ContractError` if ``prepare`` returns anything
+    but a contiguous vector of ``theta``'s dtype at least as long."""
     prepare = getattr(controller, "prepare", None)
-    return theta if prepare is None else prepare(theta)
+    if prepare is None:
+        return theta
+    prepared = prepare(theta)
+    if (not isinstance(prepared, np.ndarray) or prepared.ndim != 1 or prepared.dtype != theta.dtype
+            or prepared.size < theta.size or not prepared.flags.c_contiguous):
+        raise ContractError(
+            f"controller {type(controller).__name__}.prepare must return a contiguous 1-D "
+            f"{theta.dtype} array of at least {theta.size} values (the parameters first), got "
+            f"{getattr(prepared, 'dtype', type(prepared).__name__)} of shape {np.shape(prepared)}")
+    return prepared
 
 
 _plain_kernels = {}

@@ -66,6 +66,26 @@ def test_prepared_parameters_give_the_plain_adjoint(controller, dtype, rtol, rng
     assert not np.array_equal(g_plain, 0)
 
 
+def test_a_prepare_returning_the_wrong_array_is_a_contract_error(rng):
+    from stablebptt.contract import ContractError, prepared_parameters
+
+    class Short(MLP):
+        def prepare(self, theta):
+            return theta[:-1]
+
+    class Float64(MLP):
+        def prepare(self, theta):
+            return theta.astype(np.float64)
+
+    for cls in (Short, Float64):
+        ctrl = cls(6, 2, width=5, depth=1)
+        with pytest.raises(ContractError, match=f"{cls.__name__}.prepare must return a contiguous"):
+            prepared_parameters(ctrl, ctrl.init(rng, np.float32))
+    plain = MLP(6, 2, width=5, depth=1)
+    theta = plain.init(rng, np.float32)
+    assert prepared_parameters(plain, theta).size == theta.size + 6 * 5 + 5 * 2
+
+
 def test_check_detects_a_wrong_adjoint(rng):
     """The checker itself must fail on a broken vjp (a check that cannot fail is no check)."""
     from stablebptt.adjoint import check_vjp
