@@ -399,10 +399,10 @@ class Problem:
                     bptt=compile_variant(_bptt_at, _bptt_sig, T).entry_point)
         return self._kernels[key]
 
-    def _buffers_for(self, chunk, batch, dtype, keep_acts):
-        """Work arrays of chunk number ``chunk`` (``batch`` samples): one set per chunk, so that
-        threads never share one."""
-        key = (chunk, batch, np.dtype(dtype).str, keep_acts)
+    def _buffers_for(self, chunk, batch, dtype, keep_acts, n_theta):
+        """Work arrays of chunk number ``chunk`` (``batch`` samples, parameters of ``n_theta``
+        values: prepared ones for gradients): one set per chunk, so that threads never share one."""
+        key = (chunk, batch, np.dtype(dtype).str, keep_acts, n_theta)
         if key not in self._buffers:
             n, ctrl = self.n_steps, self.controller
             rows = (n if keep_acts else 1) * batch
@@ -415,7 +415,7 @@ class Problem:
                 deltas_m=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
                 g=np.zeros(n_params, dtype),
                 g_m=np.zeros(n_params, dtype),
-                theta=np.zeros(ctrl.n_params, dtype),
+                theta=np.zeros(n_theta, dtype),
                 params=self.params.copy(),
                 spec=self.spec.copy(),
             )
@@ -434,12 +434,10 @@ class Problem:
         jobs = []
         for index, part in enumerate(chunks):
             size = part.stop - part.start
-            buf = self._buffers_for(index, size, theta.dtype, keep_acts)
+            buf = self._buffers_for(index, size, theta.dtype, keep_acts, theta.size)
             buf["xs"][0] = x0[part]
             # each chunk reads its own copy of the parameters, so that threads share no array
             # (a kernel's views of an array count references in that array's header)
-            if buf["theta"].size != theta.size:  # prepared parameters (gradients) are longer
-                buf["theta"] = np.empty_like(theta)
             buf["theta"][:] = theta
             jobs.append((buf, self.weights * (size / batch), self.rho * (size / batch)))
         threads = min(self.threads, len(jobs))

@@ -171,8 +171,11 @@ def mul_tanh_derivative(delta, h):
 # and packing than multiplying. ``a @ b`` runs in register blocks (``_fma_tile``) at any size:
 # each output element is the in-order FMA chain over its inputs, so its bits depend on neither
 # the number of rows (a batch split into chunks gives every sample the same bits as a whole one)
-# nor the machine's BLAS. ``a @ b.T`` (the vector-Jacobian products) runs as vectorised dot
-# products up to SMALL_ROWS rows and in BLAS beyond, where BLAS is faster.
+# nor the machine's BLAS. The engine's vector-Jacobian products run as ``a @ b`` too, on the
+# transposed kernels of prepared parameters (a controller's ``prepare``, see contract.py);
+# ``a @ b.T`` serves the adjoints called with plain parameters: vectorised dot products up to
+# SMALL_ROWS rows and BLAS beyond, where BLAS is faster. Parameter gradients ``a.T @ b`` sum in
+# slices of rows.
 
 SMALL_ROWS = 16
 
