@@ -40,6 +40,13 @@ as its forward pass). Kernels must accept the plain parameters too (a direct cal
 difference check) and give the same values to rounding; :func:`prepared_parameters` is what the
 engine calls.
 
+A controller may also say ``steps_as_rows = True`` (all built-in ones do) when its buffers hold
+step ``n``'s ``B`` samples at rows ``n*B .. (n+1)*B`` of blocks laid out for ``nsteps * B`` rows,
+so that ``vjp`` called once on the ``N * B`` rows of all steps with ``n = 0, nsteps = 1`` does
+what ``N`` calls, one per step, do. A sweep without controller feedback (the modified and stopped
+gradients) then needs the controller once per batch instead of once per step;
+:func:`~stablebptt.adjoint.check.check_controller` checks the claim.
+
 Per-sample kernels (optional; what the GPU path runs, one thread per trajectory). The physics of
 one sample is written once, as functions of 1-D arrays decorated with :func:`sample_kernel`, and
 the CPU batch kernels above loop over the batch calling them, so both targets run one source.

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stablebptt.adjoint import check_controller, check_simulator
-from stablebptt.controllers import CNN, MLP
+from stablebptt.contract import kernel, param_grad_sig, prepared_parameters, vjp_sig
+from stablebptt.controllers import CNN, MLP, Quadratic
 from stablebptt.sims import CartPole, Shift
 
 import naive
@@ -84,6 +85,44 @@ def test_a_prepare_returning_the_wrong_array_is_a_contract_error(rng):
     plain = MLP(6, 2, width=5, depth=1)
     theta = plain.init(rng, np.float32)
     assert prepared_parameters(plain, theta).size == theta.size + 6 * 5 + 5 * 2
+
+
+@kernel(vjp_sig)
+def _sample_major_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
+    for b in range(x.shape[0]):
+        dx[b, 0] = (2.0 * theta[0] * x[b, 0] + theta[1]) * mu[b, 0]
+        deltas[b * nsteps + n] = mu[b, 0]  # sample-major: not what steps_as_rows promises
+
+
+@kernel(param_grad_sig)
+def _sample_major_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
+    batch = xs.shape[0] // nsteps
+    for r in range(xs.shape[0]):
+        delta = deltas[(r % batch) * nsteps + r // batch]
+        g[0] += xs[r, 0] ** 2 * delta
+        g[1] += xs[r, 0] * delta
+
+
+class _SampleMajorQuadratic(Quadratic):
+    """A correct controller (one call per step) that wrongly claims ``steps_as_rows``."""
+
+    vjp = staticmethod(_sample_major_vjp)
+    param_grad = staticmethod(_sample_major_param_grad)
+
+
+def test_steps_as_rows_check_passes_built_ins_and_fails_a_false_claim(rng):
+    from stablebptt.adjoint.check import check_steps_as_rows
+
+    for ctrl in (MLP(6, 2, width=9, depth=2), CNN(nx=8, width=5), Quadratic()):
+        x = rng.standard_normal((4, ctrl.n_inputs))
+        theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
+        assert check_steps_as_rows(ctrl, prepared_parameters(ctrl, theta), x, rng).ok
+    liar = _SampleMajorQuadratic()
+    x = rng.standard_normal((4, 1))
+    theta = np.array([0.3, -0.7])
+    assert all(r.ok for r in check_controller(liar, theta, x, rng)[:-1])  # its adjoint is right
+    result = check_steps_as_rows(liar, theta, x, rng)
+    assert not result.ok and "remove steps_as_rows" in result.detail
 
 
 def test_check_detects_a_wrong_adjoint(rng):

@@ -98,6 +98,31 @@ def test_combined_mode_uses_one_forward_pass_and_the_rule(rng):
     assert np.isnan(r.kept_fraction) and r.cosine == 0.0
 
 
+class _PerStepMLP(MLP):
+    steps_as_rows = False  # the engine then calls the controller's adjoint once per step
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.1])
+def test_sweeps_without_feedback_take_all_steps_in_one_controller_call(rho, rng):
+    """M, S and C's modified part call the controller's adjoint once on all steps' rows when it
+    says ``steps_as_rows``: the same gradients as one call per step (to float64 rounding)."""
+    sim = CartPole(poles=2)
+    x0 = sim.sample(5, np.random.RandomState(2)).astype(np.float64)
+    gradients = []
+    for cls in (MLP, _PerStepMLP):
+        ctrl = cls(sim.state_dim, 1, width=12, depth=2)
+        theta = ctrl.init(np.random.default_rng(3), np.float64)
+        problem = Problem(sim, ctrl, 25, "CONTINUOUS", rho=rho)
+        gradients.append({m: problem.gradient(theta, x0, m) for m in "MSC"})
+    one_call, per_step = gradients
+    for m in "MSC":
+        for name in ("grad", "grad_modified"):
+            a, b = getattr(one_call[m], name), getattr(per_step[m], name)
+            if b is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.abs(b).max(), err_msg=m)
+        assert one_call[m].loss == per_step[m].loss
+
+
 @pytest.mark.parametrize("name,mode", [("regular", Mode.REGULAR), ("F", Mode.REGULAR), ("R", Mode.REGULAR),
                                        ("modified", Mode.MODIFIED), ("P", Mode.MODIFIED),
                                        ("combined", Mode.COMBINED), ("s", Mode.STOPPED),

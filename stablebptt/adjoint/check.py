@@ -173,7 +173,41 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
         results += check_vjp(f"{name} vjp+param_grad (c wrt theta{label})",
                              lambda th: forward(th, x)[0], lambda w: vjp(w, kernel_theta)[1],
                              theta, rng, eps, tolerance, "c", "theta")
+    if getattr(ctrl, "steps_as_rows", False):
+        results.append(check_steps_as_rows(ctrl, prepared, x, rng, tolerance))
     return results
+
+
+def check_steps_as_rows(ctrl, theta, x, rng, tolerance=1e-6, n_steps=3):
+    """What a controller's ``steps_as_rows = True`` claims (contract.py): ``n_steps`` steps of the
+    batch ``x`` through ``forward`` and ``vjp`` one step per call, against one call each on all
+    their rows, compared in ``dx`` and the parameter gradient."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    spec, batch, rows = ctrl.spec, len(x), n_steps * len(x)
+    xs = np.ascontiguousarray(np.asarray(x, dtype=np.float64)
+                              + 0.1 * rng.standard_normal((n_steps,) + np.shape(x)))
+    mus = rng.standard_normal((n_steps, batch, ctrl.n_outputs))
+    results = []
+    for per_step in (True, False):
+        acts, deltas = np.zeros(ctrl.acts_size(rows)), np.zeros(ctrl.deltas_size(rows))
+        c, dx, g = np.zeros_like(mus), np.zeros_like(xs), np.zeros(ctrl.n_params)
+        if per_step:
+            for n in range(n_steps):
+                ctrl.forward(theta, spec, xs[n], acts, n, n_steps, c[n])
+            for n in range(n_steps):
+                ctrl.vjp(theta, spec, xs[n], acts, n, n_steps, mus[n], dx[n], deltas)
+        else:
+            ctrl.forward(theta, spec, xs.reshape(rows, -1), acts, 0, 1, c.reshape(rows, -1))
+            ctrl.vjp(theta, spec, xs.reshape(rows, -1), acts, 0, 1, mus.reshape(rows, -1),
+                     dx.reshape(rows, -1), deltas)
+        ctrl.param_grad(theta, spec, xs.reshape(rows, -1), acts, deltas, n_steps, g)
+        results.append((c, dx, g))
+    (c, dx, g), (c_all, dx_all, g_all) = results
+    error = max(relative_error(c, c_all), relative_error(dx, dx_all), relative_error(g, g_all))
+    return CheckResult(f"{type(ctrl).__name__} steps_as_rows (one call on all steps' rows)", error,
+                       tolerance, "" if error <= tolerance else
+                       "one call on N x B rows differs from N calls on B rows: a buffer layout "
+                       "that is not step-major; remove steps_as_rows")
 
 
 def named_outputs(x_next, dx, dc, loss, gx, c, dx_ctrl, g):

@@ -79,8 +79,9 @@ def _rollout_sig(T):
 def _bptt_sig(T):
     return _LOSSES(
         types.int64[::1], types.float64[::1], T[::1], types.int64[::1], types.float64[::1],
-        types.float64, types.float64, types.float64, types.boolean,
-        T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1])
+        types.float64, types.float64, types.float64, types.boolean, types.boolean,
+        T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1], T[:, :, ::1],
+        T[:, :, ::1])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -106,25 +107,34 @@ def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, ac
 
 
 @njit(cache=True, error_model="numpy")
-def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas):
-    """One backward sweep over a stored trajectory with path weights ``(a, b)``; fills ``deltas``."""
+def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas, mus):
+    """One backward sweep over a stored trajectory with path weights ``(a, b)``; fills ``deltas``.
+
+    With ``mus`` of N steps (a sweep without controller feedback, ``b = 0``) the state adjoints
+    need the simulator alone: the controller is not called per step, and ``mus`` (N, B, C)
+    receives every step's control cotangent for one call on all steps afterwards (``_adjoint``).
+    With ``mus`` of 0 steps the controller's adjoint runs at each step.
+    """
     n_steps, batch, _ = cs.shape
+    per_step = mus.shape[0] == 0
     lam = np.zeros_like(xs[0])
     dx_sim = np.zeros_like(xs[0])
     dx_ctrl = np.zeros_like(xs[0])
-    mu = np.zeros_like(cs[0])
+    mu_step = np.zeros_like(cs[0])
     reg_scale = 2.0 * rho / cs.size
     if weights[n_steps] != 0.0:
         loss_grad(p, xs[n_steps], weights[n_steps], lam)
     # explicit loops rather than array expressions: no temporaries per step, and no slice-
     # assignment error formatting for Numba to compile on a cold start
     for n in range(n_steps - 1, -1, -1):
+        mu = mu_step if per_step else mus[n]
         step_vjp(p, xs[n], cs[n], lam, dx_sim, mu)
         if rho != 0.0:
             for i in range(batch):
                 for j in range(mu.shape[1]):
                     mu[i, j] = mu[i, j] + reg_scale * cs[n, i, j]
-        vjp(theta, spec, xs[n], acts, n, n_steps, mu, dx_ctrl, deltas)
+        if per_step:
+            vjp(theta, spec, xs[n], acts, n, n_steps, mu, dx_ctrl, deltas)
         if n == 0:
             break
         for i in range(batch):
@@ -135,21 +145,37 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
 
 
 @njit(cache=True, error_model="numpy")
+def _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, a, b, steps_as_rows,
+             xs, cs, acts, deltas, g, mus, dxs):
+    """The backward sweep with path weights ``(a, b)`` and the parameter gradient it gives, added
+    to ``g``. Without controller feedback (``b = 0``) and a controller whose buffers take all
+    steps as rows (``steps_as_rows``), the controller's cotangents of every step are one call
+    on N x B rows: the same values, at ~1.5x the speed of N calls on B rows (cart-pole's MLP)."""
+    n_steps, batch, _ = cs.shape
+    inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
+    all_steps = b == 0.0 and steps_as_rows
+    _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas,
+           mus if all_steps else mus[:0])
+    if all_steps:
+        vjp(theta, spec, inputs, acts, 0, 1, mus.reshape(n_steps * batch, mus.shape[2]),
+            dxs.reshape(n_steps * batch, dxs.shape[2]), deltas)
+    param_grad(theta, spec, inputs, acts, deltas, n_steps, g)
+
+
+@njit(cache=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
-          a, b, with_modified, xs, cs, acts, deltas, deltas_m, g, g_m):
+          a, b, with_modified, steps_as_rows, xs, cs, acts, deltas, deltas_m, g, g_m, mus, dxs):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
 
     With ``with_modified`` a second sweep with ``(a, b) = (1, 0)`` over the same trajectory gives the
     modified gradient in ``g_m``: the combined mode's two gradients from one forward pass.
     """
-    n_steps, batch, _ = cs.shape
-    losses = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, n_steps)
-    inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
-    _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas)
-    param_grad(theta, spec, inputs, acts, deltas, n_steps, g)
+    losses = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, cs.shape[0])
+    _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, a, b, steps_as_rows,
+             xs, cs, acts, deltas, g, mus, dxs)
     if with_modified:
-        _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, 1.0, 0.0, xs, cs, acts, deltas_m)
-        param_grad(theta, spec, inputs, acts, deltas_m, n_steps, g_m)
+        _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, 1.0, 0.0,
+                 steps_as_rows, xs, cs, acts, deltas_m, g_m, mus, dxs)
     return losses
 
 
@@ -161,13 +187,13 @@ def _rollout_at(kernels, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bptt_at(kernels, p, theta, spec, weights, rho, a, b, with_modified, xs, cs, acts, deltas,
-             deltas_m, g, g_m):
+def _bptt_at(kernels, p, theta, spec, weights, rho, a, b, with_modified, steps_as_rows, xs, cs, acts,
+             deltas, deltas_m, g, g_m, mus, dxs):
     """:func:`_bptt` with the kernels given by address (``KERNEL_ORDER``)."""
     return _bptt(_STEP(kernels[0], xs), _STEP_VJP(kernels[1], xs), _LOSS(kernels[2], xs),
                  _LOSS_GRAD(kernels[3], xs), _FORWARD(kernels[4], xs), _VJP(kernels[5], xs),
-                 _PARAM_GRAD(kernels[6], xs), p, theta, spec, weights, rho, a, b, with_modified, xs,
-                 cs, acts, deltas, deltas_m, g, g_m)
+                 _PARAM_GRAD(kernels[6], xs), p, theta, spec, weights, rho, a, b, with_modified,
+                 steps_as_rows, xs, cs, acts, deltas, deltas_m, g, g_m, mus, dxs)
 
 
 _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
@@ -413,6 +439,10 @@ class Problem:
                 acts=np.zeros(ctrl.acts_size(rows), dtype),
                 deltas=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
                 deltas_m=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
+                # every step's control cotangents and (unused) input cotangents, for the one
+                # controller call of a sweep without controller feedback (_adjoint)
+                mus=np.zeros((n if keep_acts else 0, batch, self.sim.control_dim), dtype),
+                dxs=np.zeros((n if keep_acts else 0, batch, self.sim.state_dim), dtype),
                 g=np.zeros(n_params, dtype),
                 g_m=np.zeros(n_params, dtype),
                 theta=np.zeros(n_theta, dtype),
@@ -506,14 +536,15 @@ class Problem:
         k = self._kernels_for(theta.dtype)
 
         prepared = prepared_parameters(self.controller, theta)
+        steps_as_rows = bool(getattr(self.controller, "steps_as_rows", False))
 
         def work(buf, weights, rho):
             g, g_m = buf["g"], buf["g_m"] if combined else buf["g_m"][:0]
             g[:] = 0
             g_m[:] = 0
             return k["bptt"](k["kernels"], buf["params"], buf["theta"], buf["spec"], weights, rho,
-                             a, b, combined, buf["xs"], buf["cs"], buf["acts"], buf["deltas"],
-                             buf["deltas_m"], g, g_m), g, g_m
+                             a, b, combined, steps_as_rows, buf["xs"], buf["cs"], buf["acts"],
+                             buf["deltas"], buf["deltas_m"], g, g_m, buf["mus"], buf["dxs"]), g, g_m
 
         chunks = self._chunked(prepared, x0, GRADIENT_CHUNK, True, work)
         physics = sum(losses[0] for losses, _, _ in chunks)

@@ -227,6 +227,7 @@ class CNN(FlatParameters):
     bias: bool = True
     zero_last: bool = False
 
+    steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
     forward = staticmethod(cnn_forward)
     vjp = staticmethod(cnn_vjp)
     param_grad = staticmethod(cnn_param_grad)

@@ -218,6 +218,7 @@ class MLP(FlatParameters):
         if self.depth < 0:
             raise ValueError(f"MLP depth must be >= 0, got {self.depth}")
 
+    steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
     forward = staticmethod(mlp_forward)
     vjp = staticmethod(mlp_vjp)
     param_grad = staticmethod(mlp_param_grad)

@@ -49,6 +49,7 @@ class Quadratic(FlatParameters):
     n_outputs = 1
     spec = np.zeros(1, dtype=np.int64)
 
+    steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
     forward = staticmethod(quadratic_forward)
     vjp = staticmethod(quadratic_vjp)
     param_grad = staticmethod(quadratic_param_grad)
@@ -113,6 +114,7 @@ class Constant(FlatParameters):
     n_outputs: int
 
     spec = np.zeros(1, dtype=np.int64)
+    steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
     forward = staticmethod(constant_forward)
     vjp = staticmethod(constant_vjp)
     param_grad = staticmethod(constant_param_grad)
