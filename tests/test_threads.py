@@ -129,6 +129,43 @@ def test_chunks_add_up_to_the_batch_mean(task):
     assert problem.loss(theta, batch) == pytest.approx(whole.loss, rel=1e-12)
 
 
+def test_a_worker_error_reaches_the_caller_and_the_workers_go_on():
+    from stablebptt.adjoint.engine import _Crew
+
+    crew = _Crew(2)
+    with pytest.raises(ZeroDivisionError):
+        crew.run([lambda: 1, lambda: 1 / 0, lambda: 3])
+    assert crew.run([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    assert crew.run([lambda: "alone"]) == ["alone"]
+
+
+def test_problems_used_from_two_threads_at_once_give_their_own_results():
+    """The workers serve one call at a time; a call that finds them busy computes alone, with
+    the same bits."""
+    import threading
+
+    built, theta = _problem("cartpole", "float32")
+    batches = [built.train[i:i + 10] for i in (0, 10)]
+    expected = [built.problem.gradient(theta, b, "C").grad for b in batches]
+    problems = [Problem(built.problem.sim, built.controller, built.problem.n_steps,
+                        built.problem.loss_mode, built.problem.rho, threads=2) for _ in batches]
+    got = [[], []]
+
+    def train(index):
+        for _ in range(20):
+            got[index].append(problems[index].gradient(theta, batches[index], "C").grad)
+
+    callers = [threading.Thread(target=train, args=(i,)) for i in (0, 1)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    for index in (0, 1):
+        assert len(got[index]) == 20
+        for grad in got[index]:
+            np.testing.assert_array_equal(grad, expected[index])
+
+
 def test_threads_must_be_a_positive_integer():
     built, _ = _problem("cartpole", "float64")
     for bad in (0, -1, 1.5, True):

@@ -11,10 +11,10 @@ The kernels are passed as first-class Numba function values with the fixed signa
 :mod:`stablebptt.contract`, so one cached compilation serves every simulator and controller.
 """
 
+import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -282,16 +282,81 @@ def batch_chunks(batch, size):
     return [slice(start, min(start + size, batch)) for start in range(0, batch, size)]
 
 
-_pools = {}
-_pools_lock = threading.Lock()
+class _Worker:
+    """A thread that runs one function at a time for another thread. The hand-over is two locks,
+    each released by one thread and acquired by the other: the cheapest wake-up Python has (a
+    thread pool's futures, queue and conditions cost ~60 us a call, a tenth of a cart-pole
+    gradient's time on each of two threads)."""
+
+    def __init__(self):
+        self._start, self._done = threading.Lock(), threading.Lock()
+        self._start.acquire()
+        self._done.acquire()
+        self._task = self._outcome = None
+        threading.Thread(target=self._serve, name="stablebptt", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            self._start.acquire()
+            try:
+                self._outcome = (self._task(), None)
+            except BaseException as error:  # handed to the caller, who raises it
+                self._outcome = (None, error)
+            self._task = None
+            self._done.release()
+
+    def start(self, task):
+        self._task = task
+        self._start.release()
+
+    def wait(self):
+        """``(result, error)`` of the task, once it has ended: an interrupt of this wait is
+        raised only after the task ended, so that no task outlives its call."""
+        interrupt = None
+        while True:
+            try:
+                self._done.acquire()
+                break
+            except BaseException as error:  # e.g. KeyboardInterrupt during the wait
+                interrupt = error
+        if interrupt is not None:
+            raise interrupt
+        return self._outcome
 
 
-def _thread_pool(threads):
-    """A process-wide pool of ``threads`` worker threads, made on first use."""
-    with _pools_lock:
-        if threads not in _pools:
-            _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="stablebptt")
-        return _pools[threads]
+class _Crew:
+    """``size`` workers that, with the calling thread, run one call's shares at the same time.
+    One call at a time: ``busy`` is held for the call (a concurrent caller computes alone)."""
+
+    def __init__(self, size):
+        self.busy = threading.Lock()
+        self.workers = [_Worker() for _ in range(size)]
+
+    def run(self, tasks):
+        """``[task() for task in tasks]``: the first in this thread, the others in the workers."""
+        workers = self.workers[:len(tasks) - 1]
+        for worker, task in zip(workers, tasks[1:]):
+            worker.start(task)
+        try:
+            mine = tasks[0]()
+        finally:  # every worker's share ends inside the caller's call, whatever happens
+            outcomes = [worker.wait() for worker in workers]
+        for _, error in outcomes:
+            if error is not None:
+                raise error
+        return [mine] + [result for result, _ in outcomes]
+
+
+_crews = {}
+_crews_lock = threading.Lock()
+
+
+def _crew(size):
+    """The process-wide crew of ``size`` workers, made on first use."""
+    with _crews_lock:
+        if size not in _crews:
+            _crews[size] = _Crew(size)
+        return _crews[size]
 
 
 def stage_weights(n_steps, loss_mode, reduction="sum"):
@@ -381,6 +446,7 @@ class Problem:
         self.spec = controller.spec
         self.threads = threads
         self._buffers = {}
+        self._plans = {}
         self._kernels = {}
 
     @property
@@ -451,40 +517,48 @@ class Problem:
             )
         return self._buffers[key]
 
-    def _chunked(self, theta, x0, chunk_size, keep_acts, work):
-        """``[work(buffers, weights, rho)]`` of every chunk of the batch ``x0``, in chunk order.
+    def _jobs(self, batch, chunk_size, dtype, keep_acts, n_theta):
+        """``[(samples, buffers, weights, rho)]`` of every chunk of a batch of ``batch`` samples,
+        made once per batch size, dtype and buffer kind: ``weights`` and ``rho`` are the
+        problem's, scaled by the chunk's share of the batch, so that the chunks' losses and
+        gradients add up to the batch mean's."""
+        key = (batch, chunk_size, dtype, keep_acts, n_theta, self.rho)
+        if key not in self._plans:
+            jobs = []
+            for index, part in enumerate(batch_chunks(batch, chunk_size)):
+                size = part.stop - part.start
+                jobs.append((part, self._buffers_for(index, size, dtype, keep_acts, n_theta),
+                             self.weights * (size / batch), self.rho * (size / batch)))
+            self._plans[key] = jobs
+        return self._plans[key]
 
-        Each chunk's buffers hold its initial states; ``weights`` and ``rho`` are the problem's,
-        scaled by the chunk's share of the batch, so that the chunks' losses and gradients add
-        up to the batch mean's. Chunks run on up to ``threads`` threads (this one and a pool),
-        the BLAS on one each.
+    def _chunked(self, theta, x0, chunk_size, keep_acts, work):
+        """``[work(buffers, weights, rho)]`` of every chunk of the batch ``x0``, in chunk order
+        (:meth:`_jobs`); each chunk's buffers hold its initial states. Chunks run on up to
+        ``threads`` threads (this one and a pool), the BLAS on one each.
         """
-        batch = len(x0)
-        chunks = batch_chunks(batch, chunk_size)
-        jobs = []
-        for index, part in enumerate(chunks):
-            size = part.stop - part.start
-            buf = self._buffers_for(index, size, theta.dtype, keep_acts, theta.size)
+        jobs = self._jobs(len(x0), chunk_size, theta.dtype, keep_acts, theta.size)
+        for part, buf, _, _ in jobs:
             buf["xs"][0] = x0[part]
             # each chunk reads its own copy of the parameters, so that threads share no array
             # (a kernel's views of an array count references in that array's header)
             buf["theta"][:] = theta
-            jobs.append((buf, self.weights * (size / batch), self.rho * (size / batch)))
+        jobs = [job[1:] for job in jobs]
         threads = min(self.threads, len(jobs))
 
         def share(first):  # every threads-th chunk from ``first`` on
             return [work(*job) for job in jobs[first::threads]]
 
+        crew = _crew(threads - 1) if threads > 1 else None
+        if crew is not None and not crew.busy.acquire(blocking=False):
+            crew, threads = None, 1  # another thread's call has the workers: same results alone
         with one_blas_thread():
-            if threads == 1:
+            if crew is None:
                 return share(0)
-            # this thread computes a share too: one hand-over to a pool thread fewer per call
-            others = [_thread_pool(threads - 1).submit(share, first) for first in range(1, threads)]
             try:
-                mine = share(0)
-            finally:  # the pool's shares end inside the one-BLAS-thread block, whatever happens
-                wait(others)
-            shares = [mine] + [future.result() for future in others]
+                shares = crew.run([functools.partial(share, first) for first in range(threads)])
+            finally:
+                crew.busy.release()
         return [shares[index % threads][index // threads] for index in range(len(jobs))]
 
     def _check(self, theta, x0):
