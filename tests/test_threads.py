@@ -1,6 +1,10 @@
 """A batch in fixed chunks on any number of threads: the same bits, the batch mean's values, and
 the small matrix products that the chunks run on."""
 
+import os
+import time
+import warnings
+
 import numpy as np
 import pytest
 
@@ -164,6 +168,35 @@ def test_problems_used_from_two_threads_at_once_give_their_own_results():
         assert len(got[index]) == 20
         for grad in got[index]:
             np.testing.assert_array_equal(grad, expected[index])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_workers():
+    """A process forked after a threaded gradient (multiprocessing's default on Linux) must not
+    wait for the parent's workers, which did not come along."""
+    built, theta = _problem("cartpole", "float32")
+    problem = built.problem
+    problem.threads = 2
+    batch = built.train[:8]
+    expected = problem.gradient(theta, batch, "R").grad
+    with warnings.catch_warnings():  # Python 3.12 warns about forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: exit 0 only with the parent's numbers
+        try:
+            ok = np.array_equal(problem.gradient(theta, batch, "R").grad, expected)
+        finally:
+            os._exit(0 if ok else 1)
+    for _ in range(600):  # up to 60 s, then the child counts as hung
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung waiting for workers")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_threads_must_be_a_positive_integer():

@@ -13,6 +13,7 @@ The kernels are passed as first-class Numba function values with the fixed signa
 
 import functools
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -357,6 +358,16 @@ def _crew(size):
         if size not in _crews:
             _crews[size] = _Crew(size)
         return _crews[size]
+
+
+def _forget_crews():
+    """In a forked child: the parent's workers did not come along, so make new ones on use."""
+    global _crews_lock
+    _crews.clear()
+    _crews_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_crews)
 
 
 def stage_weights(n_steps, loss_mode, reduction="sum"):
