@@ -225,3 +225,21 @@ def test_clip_with_norms_reports_what_it_did(dtype, rng):
         clipped, got_size, _, changed = clip_with_norms(bad, mode, 1.0)
         assert np.isnan(clipped[7]) and np.isnan(got_size) and changed
     assert np.isnan(clip_with_norms(bad, "norm", 1.0)[0]).all()  # a NaN norm spoils every entry
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipping_norm_sums_in_its_documented_order(dtype, rng):
+    """The gradient's sum of squares: eight partial sums (element i into sum i % 8) in order,
+    then ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)): a fixed order, whatever the machine."""
+    from stablebptt.experiments._optim_kernels import sum_of_products
+
+    for n in (0, 1, 7, 8, 13, 1001):
+        a = (3.0 * rng.standard_normal(n)).astype(dtype)
+        b = rng.standard_normal(n).astype(dtype)
+        partial = [0.0] * 8
+        for i in range(n):
+            partial[i % 8] += float(a[i]) * float(b[i])
+        expected = ((partial[0] + partial[1]) + (partial[2] + partial[3])) + (
+            (partial[4] + partial[5]) + (partial[6] + partial[7]))
+        assert sum_of_products(a, b) == expected
+        assert clip_with_norms(a, "none", 1.0)[1] == sum_of_products(a, a)
