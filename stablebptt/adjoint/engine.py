@@ -554,11 +554,10 @@ class Problem:
             # each chunk reads its own copy of the parameters, so that threads share no array
             # (a kernel's views of an array count references in that array's header)
             buf["theta"][:] = theta
-        jobs = [job[1:] for job in jobs]
         threads = min(self.threads, len(jobs))
 
         def share(first):  # every threads-th chunk from ``first`` on
-            return [work(*job) for job in jobs[first::threads]]
+            return [work(buf, weights, rho) for _, buf, weights, rho in jobs[first::threads]]
 
         crew = _crew(threads - 1) if threads > 1 else None
         if crew is not None and not crew.busy.acquire(blocking=False):

@@ -4,7 +4,8 @@ An update in numpy passes over the parameters once per operation (Adam: ten pass
 temporaries, ~50 us for 10^4 parameters); here each is one pass. Every operation is the one the
 numpy form did, in the same order and precision, without contraction to FMA (no ``fastmath``),
 so the updates are the same bits; scalars arrive in the parameters' dtype, since a Python float
-would make a float32 loop compute in float64. Imported on first use: the command line reads
+would make a float32 loop compute in float64. Clipping's float64 sums of squares have an order of
+their own (:func:`sum_of_products`). Imported on first use: the command line reads
 :mod:`.optim` and must start without loading Numba.
 """
 
