@@ -58,8 +58,9 @@ def test_per_sample_twin_matches_the_batch_kernels(nx, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_step_gives_each_sample_the_bits_it_has_alone(dtype, rng):
-    """The batch kernels run the samples in passes of a few: a sample's step and adjoint must
-    not depend on the batch around it (an evaluation chunk of 64 against a gradient chunk of 4)."""
+    """The batch kernels run the samples in passes of a few, some lanes in vector registers and
+    some not: a sample's step and adjoint must not depend on its lane or the batch around it
+    (an evaluation chunk of 64 against a gradient chunk of 4)."""
     sim = Quantum()
     x = _states(sim, 19, rng).astype(dtype)
     c = (4.0 * rng.standard_normal((19, 1))).astype(dtype)
@@ -72,7 +73,7 @@ def test_batch_step_gives_each_sample_the_bits_it_has_alone(dtype, rng):
         return xn, dx, dc
 
     whole = kernels(slice(0, 19))
-    for rows in (slice(0, 1), slice(5, 9), slice(9, 19)):
+    for rows in (slice(0, 1), slice(0, 4), slice(3, 11), slice(5, 9), slice(9, 19), slice(16, 19)):
         for part, full in zip(kernels(rows), whole):
             np.testing.assert_array_equal(part, full[rows])
 
