@@ -52,7 +52,7 @@ def main():
               f"{flops / peak / 3600:5.2f} core-hours at the peak")
     hours = total / peak / args.cores / 3600
     print(f"    paper: {total / 1e15:6.3f} PFLOP: {hours:.2f} h on {args.cores} cores at the peak; "
-          f"3 h needs {100 * hours / 3:.0f} % of the peak throughout")  # issue goal: 3 h
+          f"3 h needs {100 * hours / 3:.0f} % of the peak throughout")
 
 
 if __name__ == "__main__":
