@@ -10,18 +10,24 @@ class FlatParameters:
     """Mixin for controllers that define ``layer_shapes()``: ``[(name, shape), ...]`` in Keras order."""
 
     @functools.cached_property
+    def param_layout(self):
+        """``[(name, offset, shape), ...]`` of each array in the flat parameters, Keras order;
+        worked out once (the controllers are frozen dataclasses): the engine's per-batch work
+        reads it."""
+        arrays, offset = [], 0
+        for name, shape in self.layer_shapes():
+            arrays.append((name, offset, shape))
+            offset += math.prod(shape)
+        return arrays
+
+    @functools.cached_property
     def n_params(self):
-        # read on every gradient call: worked out once (the controllers are frozen dataclasses)
-        return sum(math.prod(shape) for _, shape in self.layer_shapes())
+        return sum(math.prod(shape) for _, _, shape in self.param_layout)
 
     def views(self, theta):
         """Per-layer views into the flat parameters, Keras layout, as ``{name: array}``."""
-        out, off = {}, 0
-        for name, shape in self.layer_shapes():
-            size = math.prod(shape)
-            out[name] = theta[off:off + size].reshape(shape)
-            off += size
-        return out
+        return {name: theta[offset:offset + math.prod(shape)].reshape(shape)
+                for name, offset, shape in self.param_layout}
 
     def flatten(self, arrays, dtype=np.float32):
         """The flat parameter vector from ``{name: array}`` in Keras layout (inverse of ``views``)."""

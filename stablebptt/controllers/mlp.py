@@ -260,11 +260,7 @@ class MLP(FlatParameters):
     @functools.cached_property
     def _kernel_slices(self):
         """``(offset, n_in, n_out)`` of each layer's kernel in the flat parameters."""
-        slices, offset = [], 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            slices.append((offset, n_in, n_out))
-            offset += n_in * n_out + (n_out if self.bias else 0)
-        return slices
+        return [(offset, *shape) for name, offset, shape in self.param_layout if name.endswith("/kernel")]
 
     def acts_size(self, rows):
         """Length of the activation buffer for ``rows`` = steps x batch samples."""
