@@ -45,7 +45,12 @@ step ``n``'s ``B`` samples at rows ``n*B .. (n+1)*B`` of blocks laid out for ``n
 so that ``vjp`` called once on the ``N * B`` rows of all steps with ``n = 0, nsteps = 1`` does
 what ``N`` calls, one per step, do. A sweep without controller feedback (the modified and stopped
 gradients) then needs the controller once per batch instead of once per step;
-:func:`~stablebptt.adjoint.check.check_controller` checks the claim.
+:func:`~stablebptt.adjoint.check.check_controller` checks the claim. Such a controller may also
+give ``delta_widths``: the values per row of each block of its ``deltas`` buffer, in order (they
+add up to ``deltas_size(1)``). For a scalar control the engine then calls ``vjp`` once per batch,
+on all steps' rows with unit control cotangents, and gets every sweep's cotangents by scaling
+those row by row (the adjoint is linear in ``mu``): R's sweep needs the simulator alone, and C
+costs one parameter gradient more than R. The same check covers it.
 
 Per-sample kernels (optional; what the GPU path runs, one thread per trajectory). The physics of
 one sample is written once, as functions of 1-D arrays decorated with :func:`sample_kernel`, and

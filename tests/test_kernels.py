@@ -1,5 +1,7 @@
 """Every kernel against finite differences and the dot-product test (float64), and naive references."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -110,19 +112,38 @@ class _SampleMajorQuadratic(Quadratic):
     param_grad = staticmethod(_sample_major_param_grad)
 
 
+@dataclass(frozen=True)
+class _MisreadWidthsMLP(MLP):
+    """A correct MLP that gives its cotangent blocks' widths in the wrong order."""
+
+    @property
+    def delta_widths(self):
+        return tuple(reversed(super().delta_widths))
+
+
 def test_steps_as_rows_check_passes_built_ins_and_fails_a_false_claim(rng):
     from stablebptt.adjoint.check import check_steps_as_rows
 
-    for ctrl in (MLP(6, 2, width=9, depth=2), CNN(nx=8, width=5), Quadratic()):
+    for ctrl in (MLP(6, 2, width=9, depth=2), MLP(6, 1, width=9, depth=2), CNN(nx=8, width=5),
+                 Quadratic()):
         x = rng.standard_normal((4, ctrl.n_inputs))
         theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
-        assert check_steps_as_rows(ctrl, prepared_parameters(ctrl, theta), x, rng).ok
+        checks = check_steps_as_rows(ctrl, prepared_parameters(ctrl, theta), x, rng)
+        # scalar controls also check delta_widths
+        assert len(checks) == (2 if ctrl.n_outputs == 1 else 1) and all(r.ok for r in checks)
     liar = _SampleMajorQuadratic()
     x = rng.standard_normal((4, 1))
     theta = np.array([0.3, -0.7])
-    assert all(r.ok for r in check_controller(liar, theta, x, rng)[:-1])  # its adjoint is right
-    result = check_steps_as_rows(liar, theta, x, rng)
+    adjoint_checks = [r for r in check_controller(liar, theta, x, rng) if "steps_as_rows" not in r.name]
+    assert all(r.ok for r in adjoint_checks)  # its adjoint is right
+    result = check_steps_as_rows(liar, theta, x, rng)[0]
     assert not result.ok and "remove steps_as_rows" in result.detail
+
+    misread = _MisreadWidthsMLP(3, 1, width=5, depth=2)
+    theta = misread.init(rng, np.float64) + 0.1 * rng.standard_normal(misread.n_params)
+    x = rng.standard_normal((4, 3))
+    steps, widths = check_steps_as_rows(misread, theta, x, rng)
+    assert steps.ok and not widths.ok and "widths" in widths.detail
 
 
 def test_check_detects_a_wrong_adjoint(rng):

@@ -168,3 +168,38 @@ def test_same_numbers_whatever_the_blas_thread_count(rng):
         np.testing.assert_array_equal(a.grad_regular, b.grad_regular)
         np.testing.assert_array_equal(a.grad_modified, b.grad_modified)
         assert loss_a == loss_b and a.cosine == b.cosine
+
+
+def _quantum_problem(rng):
+    from stablebptt.controllers import CNN
+    from stablebptt.sims import Quantum
+
+    sim = Quantum(nx=9)
+    ctrl = CNN(nx=9, width=3)
+    x0 = sim.sample(5, np.random.RandomState(2)).astype(np.float64)
+    return Problem(sim, ctrl, 7, "CONTINUOUS", rho=0.1), ctrl.init(rng, np.float64), x0
+
+
+def _cartpole_problem(rng):
+    sim = CartPole(poles=2)
+    ctrl = MLP(sim.state_dim, 1, width=6, depth=2)
+    x0 = sim.sample(5, np.random.RandomState(2)).astype(np.float64)
+    return Problem(sim, ctrl, 12, "FINAL", rho=0.1), ctrl.init(rng, np.float64), x0
+
+
+@pytest.mark.parametrize("make", [_cartpole_problem, _quantum_problem])
+def test_unit_cotangents_give_each_sweeps_own_adjoint(make, rng):
+    """With a scalar control the engine runs the controller's adjoint once, for unit control
+    cotangents, and scales it for each sweep: every mode's gradient must equal, to rounding, the
+    one from calling the adjoint with each sweep's cotangents (the path without delta_widths)."""
+    problem, theta, x0 = make(rng)
+    theta = theta + 0.3 * rng.standard_normal(theta.size)
+    assert problem.unit_widths.size > 0  # the scaled path is the one under test
+    per_sweep, _, _ = make(rng)
+    per_sweep.unit_widths = np.zeros(0, np.int64)
+    for mode in "RMNSC":
+        scaled, direct = problem.gradient(theta, x0, mode), per_sweep.gradient(theta, x0, mode)
+        assert np.abs(direct.grad).max() > 0
+        np.testing.assert_allclose(scaled.grad, direct.grad, rtol=1e-12,
+                                   atol=1e-13 * np.abs(direct.grad).max(), err_msg=mode)
+        assert scaled.loss == direct.loss

@@ -174,7 +174,7 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
                              lambda th: forward(th, x)[0], lambda w: vjp(w, kernel_theta)[1],
                              theta, rng, eps, tolerance, "c", "theta")
     if getattr(ctrl, "steps_as_rows", False):
-        results.append(check_steps_as_rows(ctrl, prepared, x, rng, tolerance))
+        results += check_steps_as_rows(ctrl, prepared, x, rng, tolerance)
     return results
 
 
@@ -204,10 +204,40 @@ def check_steps_as_rows(ctrl, theta, x, rng, tolerance=1e-6, n_steps=3):
         results.append((c, dx, g))
     (c, dx, g), (c_all, dx_all, g_all) = results
     error = max(relative_error(c, c_all), relative_error(dx, dx_all), relative_error(g, g_all))
-    return CheckResult(f"{type(ctrl).__name__} steps_as_rows (one call on all steps' rows)", error,
-                       tolerance, "" if error <= tolerance else
-                       "one call on N x B rows differs from N calls on B rows: a buffer layout "
-                       "that is not step-major; remove steps_as_rows")
+    checks = [CheckResult(f"{type(ctrl).__name__} steps_as_rows (one call on all steps' rows)", error,
+                          tolerance, "" if error <= tolerance else
+                          "one call on N x B rows differs from N calls on B rows: a buffer layout "
+                          "that is not step-major; remove steps_as_rows")]
+    widths = getattr(ctrl, "delta_widths", None)
+    if widths is not None and ctrl.n_outputs == 1:
+        checks.append(check_delta_widths(ctrl, theta, xs.reshape(rows, -1), mus.reshape(rows, 1),
+                                         g, tolerance))
+    return checks
+
+
+def check_delta_widths(ctrl, theta, xs, mus, g, tolerance=1e-6):
+    """What ``delta_widths`` claims (contract.py): the cotangents of a unit control cotangent,
+    each row scaled by ``mus`` block by block, give the parameter gradient ``g`` of ``mus`` (one
+    call on all rows, ``nsteps = 1``: what ``steps_as_rows`` claims is checked on its own)."""
+    rows, spec = len(xs), ctrl.spec
+    widths = tuple(int(w) for w in ctrl.delta_widths)
+    name = f"{type(ctrl).__name__} delta_widths (unit cotangents scaled row by row)"
+    if sum(widths) != ctrl.deltas_size(1):
+        return CheckResult(name, np.inf, tolerance, f"delta_widths {widths} add up to "
+                           f"{sum(widths)}, not deltas_size(1) = {ctrl.deltas_size(1)}")
+    acts, deltas = np.zeros(ctrl.acts_size(rows)), np.zeros(ctrl.deltas_size(rows))
+    ctrl.forward(theta, spec, xs, acts, 0, 1, np.zeros((rows, 1)))
+    ctrl.vjp(theta, spec, xs, acts, 0, 1, np.ones((rows, 1)), np.zeros_like(xs), deltas)
+    blocks, start = [], 0
+    for width in widths:
+        blocks.append(deltas[start:start + rows * width].reshape(rows, width) * mus)
+        start += rows * width
+    g_scaled = np.zeros(ctrl.n_params)
+    ctrl.param_grad(theta, spec, xs, acts, np.concatenate([b.ravel() for b in blocks]), 1, g_scaled)
+    error = relative_error(g_scaled, g)
+    return CheckResult(name, error, tolerance, "" if error <= tolerance else
+                       "scaled unit cotangents give another gradient: the widths do not match the "
+                       "deltas buffer's blocks")
 
 
 def named_outputs(x_next, dx, dc, loss, gx, c, dx_ctrl, g):

@@ -81,8 +81,8 @@ def _bptt_sig(T):
     return _LOSSES(
         types.int64[::1], types.float64[::1], T[::1], types.int64[::1], types.float64[::1],
         types.float64, types.float64, types.float64, types.boolean, types.boolean,
-        T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1], T[::1], T[:, :, ::1],
-        T[:, :, ::1])
+        types.int64[::1], types.int64, T[:, :, ::1], T[:, :, ::1], T[::1], T[::1], T[::1], T[::1],
+        T[::1], T[:, :, ::1], T[:, :, ::1])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -108,20 +108,27 @@ def _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, ac
 
 
 @njit(cache=True, error_model="numpy")
-def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas, mus):
-    """One backward sweep over a stored trajectory with path weights ``(a, b)``; fills ``deltas``.
+def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas, mus,
+           unit_dx):
+    """One backward sweep over a stored trajectory with path weights ``(a, b)``.
 
-    With ``mus`` of N steps (a sweep without controller feedback, ``b = 0``) the state adjoints
-    need the simulator alone: the controller is not called per step, and ``mus`` (N, B, C)
-    receives every step's control cotangent for one call on all steps afterwards (``_adjoint``).
-    With ``mus`` of 0 steps the controller's adjoint runs at each step.
+    The controller's feedback ``(df/dx)^T mu_n`` comes one of three ways:
+
+    - ``mus`` of 0 steps: the controller's adjoint runs at each step and fills ``deltas``;
+    - ``mus`` of N steps (N, B, C) receive every step's control cotangent, for one controller
+      call on all steps afterwards (``_adjoint``); without ``unit_dx`` (0 steps) there is no
+      feedback (``b = 0``: the state adjoints need the simulator alone);
+    - with ``unit_dx`` of N steps as well (a scalar control), the feedback is ``mu_n`` times
+      ``unit_dx[n]``, the controller's input cotangents for a unit control cotangent: exact, as
+      the controller's adjoint is linear in ``mu_n``.
     """
     n_steps, batch, _ = cs.shape
     per_step = mus.shape[0] == 0
+    unit_feedback = unit_dx.shape[0] > 0
     lam = np.zeros_like(xs[0])
     dx_sim = np.zeros_like(xs[0])
-    dx_ctrl = np.zeros_like(xs[0])
-    mu_step = np.zeros_like(cs[0])
+    dx_ctrl = np.zeros_like(xs[0] if per_step else xs[0, :0])
+    mu_step = np.zeros_like(cs[0] if per_step else cs[0, :0])
     reg_scale = 2.0 * rho / cs.size
     if weights[n_steps] != 0.0:
         loss_grad(p, xs[n_steps], weights[n_steps], lam)
@@ -139,44 +146,122 @@ def _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs,
         if n == 0:
             break
         for i in range(batch):
-            for j in range(lam.shape[1]):
-                lam[i, j] = a * dx_sim[i, j] + b * dx_ctrl[i, j]
+            if per_step:
+                for j in range(lam.shape[1]):
+                    lam[i, j] = a * dx_sim[i, j] + b * dx_ctrl[i, j]
+            elif unit_feedback:
+                m = mu[i, 0]
+                for j in range(lam.shape[1]):
+                    lam[i, j] = a * dx_sim[i, j] + b * (m * unit_dx[n, i, j])
+            else:
+                for j in range(lam.shape[1]):
+                    lam[i, j] = a * dx_sim[i, j]
         if weights[n] != 0.0:
             loss_grad(p, xs[n], weights[n], lam)
 
 
 @njit(cache=True, error_model="numpy")
+def _vjp_all_steps(vjp, theta, spec, xs, acts, mus, dxs, deltas, block_steps):
+    """The controller's adjoint of every step (a controller with ``steps_as_rows``), in calls on
+    ``block_steps`` steps' rows at a time (a divisor of N): as one call on all N x B rows, the
+    same values, with work arrays (the CNN's copied windows) that stay in cache."""
+    n_steps, batch, _ = mus.shape
+    rows = block_steps * batch
+    inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
+    flat_mus = mus.reshape(n_steps * batch, mus.shape[2])
+    flat_dxs = dxs.reshape(n_steps * batch, dxs.shape[2])
+    n_blocks = n_steps // block_steps
+    for k in range(n_blocks):
+        vjp(theta, spec, inputs[k * rows:(k + 1) * rows], acts, k, n_blocks,
+            flat_mus[k * rows:(k + 1) * rows], flat_dxs[k * rows:(k + 1) * rows], deltas)
+
+
+@njit(cache=True, error_model="numpy")
+def _scale_rows(unit, mus, widths, out):
+    """``out`` = ``unit`` with every row scaled by its control cotangent: a controller's
+    cotangents of all steps (blocks of ``rows x widths[l]``, steps as rows) for unit control
+    cotangents, turned into those for ``mus`` (a scalar control; the adjoint is linear in it)."""
+    mu = mus.ravel()
+    rows = mu.size
+    # in place as its own loop: LLVM's vector loop checks two arrays for overlap at run time
+    # and would take its scalar fallback
+    in_place = unit.ctypes.data == out.ctypes.data
+    start = 0
+    for width in widths:
+        block_in = unit[start:start + rows * width].reshape(rows, width)
+        block_out = out[start:start + rows * width].reshape(rows, width)
+        for r in range(rows):
+            m = mu[r]
+            row_in, row_out = block_in[r], block_out[r]  # 1-D views: the loops vectorise
+            if in_place:
+                for j in range(width):
+                    row_out[j] *= m
+            else:
+                for j in range(width):
+                    row_out[j] = m * row_in[j]
+        start += rows * width
+
+
+@njit(cache=True, error_model="numpy")
 def _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, a, b, steps_as_rows,
-             xs, cs, acts, deltas, g, mus, dxs):
+             widths, block_steps, xs, cs, acts, deltas, unit_deltas, g, mus, dxs):
     """The backward sweep with path weights ``(a, b)`` and the parameter gradient it gives, added
-    to ``g``. Without controller feedback (``b = 0``) and a controller whose buffers take all
-    steps as rows (``steps_as_rows``), the controller's cotangents of every step are one call
-    on N x B rows: the same values, at ~1.5x the speed of N calls on B rows (cart-pole's MLP)."""
+    to ``g``.
+
+    With ``widths`` (a scalar control, see ``_bptt``) ``unit_deltas`` and ``dxs`` hold the
+    controller's cotangents of every step for a unit control cotangent: the sweep needs the
+    simulator alone, and the parameter gradient takes those cotangents scaled row by row into
+    ``deltas`` (which may be ``unit_deltas`` itself: the last use scales in place).
+    Without, and without controller feedback (``b = 0``) for a controller whose buffers take all
+    steps as rows (``steps_as_rows``), the controller's cotangents of every step come from calls
+    on ``block_steps`` steps at a time (``_vjp_all_steps``): the same values, at ~1.5x the speed of
+    N calls on B rows (cart-pole's MLP)."""
     n_steps, batch, _ = cs.shape
     inputs = xs[:n_steps].reshape(n_steps * batch, xs.shape[2])
-    all_steps = b == 0.0 and steps_as_rows
-    _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas,
-           mus if all_steps else mus[:0])
-    if all_steps:
-        vjp(theta, spec, inputs, acts, 0, 1, mus.reshape(n_steps * batch, mus.shape[2]),
-            dxs.reshape(n_steps * batch, dxs.shape[2]), deltas)
+    if widths.size > 0:
+        _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas,
+               mus, dxs if b != 0.0 else dxs[:0])
+        _scale_rows(unit_deltas, mus, widths, deltas)
+    else:
+        all_steps = b == 0.0 and steps_as_rows
+        _sweep(step_vjp, loss_grad, vjp, p, theta, spec, weights, rho, a, b, xs, cs, acts, deltas,
+               mus if all_steps else mus[:0], dxs[:0])
+        if all_steps:
+            _vjp_all_steps(vjp, theta, spec, xs, acts, mus, dxs, deltas, block_steps)
     param_grad(theta, spec, inputs, acts, deltas, n_steps, g)
 
 
 @njit(cache=True, error_model="numpy")
 def _bptt(step, step_vjp, loss, loss_grad, forward, vjp, param_grad, p, theta, spec, weights, rho,
-          a, b, with_modified, steps_as_rows, xs, cs, acts, deltas, deltas_m, g, g_m, mus, dxs):
+          a, b, with_modified, steps_as_rows, widths, block_steps, xs, cs, acts, deltas, deltas_m, g,
+          g_m, mus, dxs):
     """Rollout + backward sweep(s) of one batch; gradients are *added* to ``g`` (and ``g_m``).
 
     With ``with_modified`` a second sweep with ``(a, b) = (1, 0)`` over the same trajectory gives the
     modified gradient in ``g_m``: the combined mode's two gradients from one forward pass.
+
+    A scalar control (``widths``: the widths of the controller's cotangent blocks, see
+    ``Problem.unit_widths``) has the controller's adjoint run once per batch, before any sweep,
+    for unit control cotangents (into ``deltas``): every sweep (R's with feedback, C's second
+    one) then scales those instead of calling the controller again, the last one in place (the
+    fewer buffers, the more stay in cache). C costs one parameter gradient more than R instead
+    of a controller adjoint and a parameter gradient.
     """
-    losses = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, cs.shape[0])
+    n_steps, batch, _ = cs.shape
+    losses = _rollout(step, loss, forward, p, theta, spec, weights, rho, xs, cs, acts, n_steps)
+    unit = widths.size > 0
+    if unit:
+        ones = mus.ravel()
+        for i in range(ones.size):
+            ones[i] = 1.0
+        _vjp_all_steps(vjp, theta, spec, xs, acts, mus, dxs, deltas, block_steps)
+    first = deltas_m if unit and with_modified else deltas
     _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, a, b, steps_as_rows,
-             xs, cs, acts, deltas, g, mus, dxs)
+             widths, block_steps, xs, cs, acts, first, deltas, g, mus, dxs)
     if with_modified:
         _adjoint(step_vjp, loss_grad, vjp, param_grad, p, theta, spec, weights, rho, 1.0, 0.0,
-                 steps_as_rows, xs, cs, acts, deltas_m, g_m, mus, dxs)
+                 steps_as_rows, widths, block_steps, xs, cs, acts, deltas if unit else deltas_m,
+                 deltas, g_m, mus, dxs)
     return losses
 
 
@@ -188,13 +273,14 @@ def _rollout_at(kernels, p, theta, spec, weights, rho, xs, cs, acts, acts_nsteps
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bptt_at(kernels, p, theta, spec, weights, rho, a, b, with_modified, steps_as_rows, xs, cs, acts,
-             deltas, deltas_m, g, g_m, mus, dxs):
+def _bptt_at(kernels, p, theta, spec, weights, rho, a, b, with_modified, steps_as_rows, widths,
+             block_steps, xs, cs, acts, deltas, deltas_m, g, g_m, mus, dxs):
     """:func:`_bptt` with the kernels given by address (``KERNEL_ORDER``)."""
     return _bptt(_STEP(kernels[0], xs), _STEP_VJP(kernels[1], xs), _LOSS(kernels[2], xs),
                  _LOSS_GRAD(kernels[3], xs), _FORWARD(kernels[4], xs), _VJP(kernels[5], xs),
                  _PARAM_GRAD(kernels[6], xs), p, theta, spec, weights, rho, a, b, with_modified,
-                 steps_as_rows, xs, cs, acts, deltas, deltas_m, g, g_m, mus, dxs)
+                 steps_as_rows, widths, block_steps, xs, cs, acts, deltas, deltas_m, g, g_m, mus,
+                 dxs)
 
 
 _NUMBA_FLOAT = {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}
@@ -276,11 +362,22 @@ def one_blas_thread():
 # evaluation of many states takes larger chunks, whose products go to BLAS.
 GRADIENT_CHUNK = 4
 LOSS_CHUNK = 64
+# a controller adjoint called on several steps (_vjp_all_steps) covers steps whose rows of its
+# buffers take about this many bytes: the CNN's copied windows then stay in the core's L2 cache
+VJP_BLOCK_BYTES = 1 << 20
 
 
 def batch_chunks(batch, size):
     """Consecutive slices of ``size`` samples covering a batch (the last one may be smaller)."""
     return [slice(start, min(start + size, batch)) for start in range(0, batch, size)]
+
+
+def block_steps(n_steps, batch, row_bytes):
+    """The most steps, a divisor of ``n_steps``, whose ``batch`` rows of ``row_bytes`` each take
+    at most :data:`VJP_BLOCK_BYTES` (at least one step): a step-major buffer of N steps is one
+    of N / k blocks of k steps, so a block is what one controller call may cover."""
+    fits = max(1, VJP_BLOCK_BYTES // max(1, batch * row_bytes))
+    return max(k for k in range(1, min(fits, n_steps) + 1) if n_steps % k == 0)
 
 
 class _Worker:
@@ -455,10 +552,26 @@ class Problem:
         self.weights = stage_weights(n_steps, loss_mode, getattr(sim, "continuous_reduction", "sum"))
         self.params = np.ascontiguousarray(sim.params, dtype=np.float64)
         self.spec = controller.spec
+        self.unit_widths = self._unit_widths(sim, controller)
         self.threads = threads
         self._buffers = {}
         self._plans = {}
         self._kernels = {}
+
+    @staticmethod
+    def _unit_widths(sim, controller):
+        """The widths of the controller's cotangent blocks (``delta_widths``, int64) where the
+        engine may run the controller's adjoint once for unit control cotangents and scale it per
+        sweep (``_bptt``): a scalar control and a controller that says ``steps_as_rows`` and
+        ``delta_widths``. Empty otherwise (the adjoint runs with each sweep's cotangents)."""
+        widths = getattr(controller, "delta_widths", None)
+        if sim.control_dim != 1 or not getattr(controller, "steps_as_rows", False) or widths is None:
+            return np.zeros(0, np.int64)
+        widths = np.array(widths, dtype=np.int64)
+        if widths.sum() != controller.deltas_size(1):
+            raise ValueError(f"{type(controller).__name__}.delta_widths {tuple(widths)} do not add "
+                             f"up to deltas_size(1) = {controller.deltas_size(1)}")
+        return widths
 
     @property
     def threads(self):
@@ -516,8 +629,8 @@ class Problem:
                 acts=np.zeros(ctrl.acts_size(rows), dtype),
                 deltas=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
                 deltas_m=np.zeros(ctrl.deltas_size(rows) if keep_acts else 0, dtype),
-                # every step's control cotangents and (unused) input cotangents, for the one
-                # controller call of a sweep without controller feedback (_adjoint)
+                # every step's control cotangents and the controller's input cotangents, for its
+                # one call on all steps (_bptt, _adjoint)
                 mus=np.zeros((n if keep_acts else 0, batch, self.sim.control_dim), dtype),
                 dxs=np.zeros((n if keep_acts else 0, batch, self.sim.state_dim), dtype),
                 g=np.zeros(n_params, dtype),
@@ -525,6 +638,9 @@ class Problem:
                 theta=np.zeros(n_theta, dtype),
                 params=self.params.copy(),
                 spec=self.spec.copy(),
+                # the controller's rows per adjoint call on several steps (_vjp_all_steps)
+                block_steps=block_steps(n, batch, np.dtype(dtype).itemsize
+                                        * (ctrl.acts_size(1) + ctrl.deltas_size(1))),
             )
         return self._buffers[key]
 
@@ -627,8 +743,9 @@ class Problem:
             g[:] = 0
             g_m[:] = 0
             return k["bptt"](k["kernels"], buf["params"], buf["theta"], buf["spec"], weights, rho,
-                             a, b, combined, steps_as_rows, buf["xs"], buf["cs"], buf["acts"],
-                             buf["deltas"], buf["deltas_m"], g, g_m, buf["mus"], buf["dxs"]), g, g_m
+                             a, b, combined, steps_as_rows, self.unit_widths, buf["block_steps"],
+                             buf["xs"], buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g,
+                             g_m, buf["mus"], buf["dxs"]), g, g_m
 
         chunks = self._chunked(prepared, x0, GRADIENT_CHUNK, True, work)
         physics = sum(losses[0] for losses, _, _ in chunks)

@@ -282,6 +282,12 @@ class CNN(FlatParameters):
         return rows * (sum(self.lengths) * self.width + 1)
 
     @property
+    def delta_widths(self):
+        """Values per row of each block of the cotangent buffer (d1, d2, d3; contract.py)."""
+        (p1, p2), w = self.lengths, self.width
+        return (p1 * w, p2 * w, 1)
+
+    @property
     def work_size(self):
         """Per-sample scratch of ``backward_one``: the two layers' cotangents."""
         return sum(self.lengths) * self.width

@@ -270,6 +270,11 @@ class MLP(FlatParameters):
         return rows * (self.width * self.depth + self.n_outputs)
 
     @property
+    def delta_widths(self):
+        """Values per row of each block of the cotangent buffer, in order (contract.py)."""
+        return (self.width,) * self.depth + (self.n_outputs,)
+
+    @property
     def work_size(self):
         """Per-sample scratch of ``backward_one``: two layers' cotangents."""
         return 2 * max(self.sizes)

@@ -62,6 +62,8 @@ class Quadratic(FlatParameters):
     def deltas_size(self, rows):
         return rows
 
+    delta_widths = (1,)
+
     def layer_shapes(self):
         return [("theta", (2,))]
 
@@ -129,6 +131,10 @@ class Constant(FlatParameters):
 
     def deltas_size(self, rows):
         return rows * self.n_outputs
+
+    @property
+    def delta_widths(self):
+        return (self.n_outputs,)
 
     def init(self, rng=None, dtype=np.float64):
         return np.zeros(self.n_outputs, dtype=dtype)
