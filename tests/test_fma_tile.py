@@ -72,6 +72,25 @@ def test_masked_blocks_write_nothing_beyond_the_output(rng):
     np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups,per_group", [(1, 7), (4, 7), (5, 3), (3, 1)])
+def test_3d_operand_reads_overlapping_windows_in_place(groups, per_group, dtype, rng):
+    """A 3-D ``a`` (groups, rows, k) with overlapping rows, as the CNN's windows: the same bits
+    as the product of its rows copied into a 2-D array, whatever block a row falls into."""
+    k, stride, n = 18, 12, 20
+    source = rng.standard_normal((groups, stride * (per_group - 1) + k + 3)).astype(dtype)
+    size = source.itemsize
+    windows = np.lib.stride_tricks.as_strided(source, (groups, per_group, k),
+                                              (source.strides[0], stride * size, size))
+    b = rng.standard_normal((k, n)).astype(dtype)
+    copied, in_place = np.zeros((groups * per_group, n), dtype), np.zeros((groups * per_group, n), dtype)
+    fma_matmul(np.ascontiguousarray(windows).reshape(-1, k), b, copied)
+    fma_matmul(windows, b, in_place)
+    np.testing.assert_array_equal(in_place, copied)
+    rtol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(in_place, windows.reshape(-1, k) @ b, rtol=rtol)
+
+
 def test_rejects_operands_without_contiguous_rows():
     """``b`` and ``out`` must be C-contiguous (vectors load along their rows)."""
     a = np.ones((4, 6), np.float32)

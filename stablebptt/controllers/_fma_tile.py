@@ -56,12 +56,16 @@ def _block(vectors, masked):
     with ``masked``, the last vector is ``last`` lanes wide (masked loads and stores are slow on
     some cores: only a product's last columns use them). Each row count has its own code (a
     switch), so that leftover rows still run several chains at once. ``a`` may have any strides
-    (``a.T`` included); ``b`` and ``out`` are C-contiguous."""
+    (``a.T`` included), and may be 3-D ``(groups, rows, k)``: its row ``i`` is then row
+    ``i % rows`` of group ``i // rows`` (the CNN's overlapping windows, read in place);
+    ``b`` and ``out`` are C-contiguous."""
 
     @intrinsic
     def block(typingctx, a, b, out, i, rows, j, last):
         arrays = (a, b, out)
-        if not all(isinstance(x, types.Array) and x.ndim == 2 and x.dtype == a.dtype for x in arrays):
+        if not all(isinstance(x, types.Array) and x.dtype == a.dtype for x in arrays):
+            return None
+        if a.ndim not in (2, 3) or b.ndim != 2 or out.ndim != 2:
             return None
         if a.dtype not in (types.float32, types.float64) or b.layout != "C" or out.layout != "C":
             return None
@@ -76,8 +80,17 @@ def _block(vectors, masked):
             vty, fma, masked_load, masked_store = _vector_intrinsics(builder, fty, lanes, size)
             i64, i32 = ir.IntType(64), ir.IntType(32)
             byte_ptr = ir.IntType(8).as_pointer()
-            k = builder.extract_value(a_arr.shape, 1)
-            a_row, a_col = (builder.extract_value(a_arr.strides, d) for d in (0, 1))
+            a_ndim = signature.args[0].ndim
+            k = builder.extract_value(a_arr.shape, a_ndim - 1)
+            a_row, a_col = (builder.extract_value(a_arr.strides, d) for d in (a_ndim - 2, a_ndim - 1))
+
+            def a_row_offset(row):
+                if a_ndim == 2:
+                    return builder.mul(row, a_row)
+                group_rows = builder.extract_value(a_arr.shape, 1)
+                group_stride = builder.extract_value(a_arr.strides, 0)
+                return builder.add(builder.mul(builder.udiv(row, group_rows), group_stride),
+                                   builder.mul(builder.urem(row, group_rows), a_row))
             b_row = builder.extract_value(b_arr.strides, 0)
             o_row = builder.extract_value(o_arr.strides, 0)
             lane_index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
@@ -100,6 +113,7 @@ def _block(vectors, masked):
                 # accumulators as stack slots: LLVM promotes them to registers
                 acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                        for _ in range(rows)]
+                row_offsets = [a_row_offset(builder.add(i0, ir.Constant(i64, r))) for r in range(rows)]
                 with cgutils.for_range(builder, k) as loop:
                     p = loop.index
                     b_vec = []
@@ -110,8 +124,7 @@ def _block(vectors, masked):
                         else:
                             b_vec.append(builder.load(ptr, align=size))
                     for r in range(rows):
-                        row = builder.add(i0, ir.Constant(i64, r))
-                        offset = builder.add(builder.mul(row, a_row), builder.mul(p, a_col))
+                        offset = builder.add(row_offsets[r], builder.mul(p, a_col))
                         a_val = _splat(builder, builder.load(address(a_arr, offset, fty), align=size), vty)
                         for v in range(vectors):
                             total = builder.call(fma, [a_val, b_vec[v], builder.load(acc[r][v])])
@@ -150,7 +163,8 @@ _LAST_VECTOR = _block(1, masked=True)
 @njit(cache=True, error_model="numpy")
 def fma_matmul(a, b, out):
     """``out = a @ b`` in register blocks; element ``(i, j)`` is the in-order FMA chain over ``k``
-    (see the module's docstring). ``b`` and ``out`` C-contiguous, ``a`` any 2-D float array.
+    (see the module's docstring). ``b`` and ``out`` C-contiguous, ``a`` any 2-D float array, or a
+    3-D one whose first two axes make the rows (``a.reshape(-1, k)`` without the copy).
     Column blocks of ``VECTORS`` vectors (their slice of ``b`` stays in L1 for all rows), each in
     blocks of ``ROWS`` rows and the rows left over; the columns that fill no block last, masked."""
     m, n = out.shape

@@ -5,9 +5,11 @@ The state is ``(Nx, 2)`` (real, imaginary) per point. The Conv2D's (3, 2) kernel
 columns, so it is a 1-D convolution over positions with 6 inputs per window; its window for output
 ``p`` is the 6 contiguous values ``x[4p : 4p+6]`` of the flat state. The Conv1D's window for output
 ``q`` is positions ``2q .. 2q+2`` of the first layer: ``3W`` contiguous activations. Both layers are
-computed as one matrix product over copied windows (im2col), in the register-blocked products
-of ``_dense`` (the adjoint's ``d2 @ W2^T`` with the transposed kernel of :meth:`CNN.prepare`;
-``d1 @ W1^T``, six outputs a row, as dot products; the parameter gradients in slices of rows).
+one matrix product over the windows, in the register-blocked products of ``_dense``: the forward
+pass reads the overlapping windows in place (a strided view), the adjoint and the parameter
+gradient over copied ones (im2col; the adjoint's ``d2 @ W2^T`` with the transposed kernel of
+:meth:`CNN.prepare`; ``d1 @ W1^T``, six outputs a row, as dot products; the parameter gradients
+in slices of rows).
 Only the adjoint called with plain parameters uses BLAS.
 Convolutions always carry biases, as in the reference; ``bias`` switches only the dense layer's.
 
@@ -24,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
+from ._fma_tile import fma_matmul
 from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, copy_matrix, matmul, matmul_bt_rows,
                      mul_tanh_derivative)
 from ._params import FlatParameters, glorot_uniform
@@ -69,6 +72,15 @@ def _windows_add_back(windows, n_out, width, stride, out):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _windows_view(source, n_out, width, stride):
+    """What ``_windows`` copies, as a ``(rows, n_out, width)`` view of ``source`` (the windows
+    overlap): the forward pass's register blocks read the windows in place."""
+    size = source.itemsize
+    return np.lib.stride_tricks.as_strided(source, shape=(source.shape[0], n_out, width),
+                                           strides=(source.strides[0], stride * size, size))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _scratch(acts, rows, p1, p2, w, n_rows, n_cols):
     """An ``(n_rows, n_cols)`` view of the scratch region that follows H1 and H2 in ``acts``."""
     start = rows * (p1 + p2) * w
@@ -80,16 +92,13 @@ def cnn_forward(theta, spec, x, acts, n, nsteps, c):
     nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
     batch = x.shape[0]
     rows = nsteps * batch
-    win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
-    _windows(x, p1, 6, 4, win1)
     h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    matmul(win1, theta[k1:b1].reshape(6, w), h1)
+    fma_matmul(_windows_view(x, p1, 6, 4), theta[k1:b1].reshape(6, w), h1)
     add_bias_tanh(h1, theta[b1:k2], 1, True)
-    win2 = _scratch(acts, rows, p1, p2, w, batch * p2, 3 * w)
-    _windows(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w, win2)
     off2 = rows * p1 * w
     h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    matmul(win2, theta[k2:b2].reshape(3 * w, w), h2)
+    fma_matmul(_windows_view(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w),
+               theta[k2:b2].reshape(3 * w, w), h2)
     add_bias_tanh(h2, theta[b2:k3], 1, True)
     matmul(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), c)
     add_bias_tanh(c, theta[b3:b3 + bias], bias, False)
