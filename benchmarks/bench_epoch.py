@@ -34,16 +34,22 @@ VARIANTS = {"cartpole": [("1 pole", dict(poles=1)), ("4 poles", dict(poles=4))],
             "quantum": [("Nx=32", dict(nx=32))]}
 
 
-def matmul_shapes(config, controller, n_sweeps):
-    """``(count, (m, k, n))`` of every matrix product in one epoch: forward, vector-Jacobian and
-    parameter-gradient products of the updates, and the forward products of the two evaluations."""
+def matmul_shapes(config, task):
+    """``(count, (m, k, n))`` of every matrix product in one epoch of ``config`` (its built
+    ``task``): forward, vector-Jacobian and parameter-gradient products of the updates, and the
+    forward products of the two evaluations. C has two parameter gradients, and two
+    vector-Jacobian products unless the engine scales one of unit cotangents for both sweeps
+    (a scalar control: ``Problem.unit_widths``)."""
     b, n = config.batch_size, config.n_steps
     updates = -(-config.n_data // b)
+    combined = config.mode == "C"
+    grad_sweeps = 2 if combined else 1
+    vjp_sweeps = 2 if combined and not task.problem.unit_widths.size else 1
     shapes = []
-    for r, k, m in controller.forward_products():
+    for r, k, m in task.controller.forward_products():
         shapes.append((updates * n, (b * r, k, m)))                     # forward
-        shapes.append((updates * n * n_sweeps, (b * r, m, k)))          # vjp
-        shapes.append((updates * n_sweeps, (k, n * b * r, m)))          # parameter gradient
+        shapes.append((updates * n * vjp_sweeps, (b * r, m, k)))        # vjp
+        shapes.append((updates * grad_sweeps, (k, n * b * r, m)))       # parameter gradient
         shapes.append((2 * n, (config.n_data * r, k, m)))               # train + test loss
     return shapes
 
@@ -148,8 +154,7 @@ def main():
                 with tempfile.TemporaryDirectory() as folder:
                     epoch = time_epochs(configs, args.repeats, folder)
                 for mode, config in configs.items():
-                    shapes = matmul_shapes(config, build_task(config).controller,
-                                           2 if mode == "C" else 1)
+                    shapes = matmul_shapes(config, build_task(config))
                     matmul_time = sum(count * time_matmul(*shape, dtype) for count, shape in shapes)
                     flops = sum(count * 2 * m * k * n for count, (m, k, n) in shapes)
                     rows.append((label, dtype, mode, epoch[mode], matmul_time, flops))

@@ -30,7 +30,7 @@ def paper_runs(task_name):
 
 
 def epoch_flops(config):
-    shapes = matmul_shapes(config, build_task(config).controller, 2 if config.mode == "C" else 1)
+    shapes = matmul_shapes(config, build_task(config))
     return sum(count * 2 * m * k * n for count, (m, k, n) in shapes)
 
 
