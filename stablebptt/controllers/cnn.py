@@ -288,7 +288,7 @@ class CNN(FlatParameters):
         return rows * ((p1 + p2) * w + max(6 * p1, 3 * w * p2))
 
     def deltas_size(self, rows):
-        return rows * (sum(self.lengths) * self.width + 1)
+        return rows * sum(self.delta_widths)
 
     @property
     def delta_widths(self):

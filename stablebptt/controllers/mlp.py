@@ -267,7 +267,7 @@ class MLP(FlatParameters):
         return rows * self.width * self.depth
 
     def deltas_size(self, rows):
-        return rows * (self.width * self.depth + self.n_outputs)
+        return rows * sum(self.delta_widths)
 
     @property
     def delta_widths(self):

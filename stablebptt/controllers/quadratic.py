@@ -59,10 +59,10 @@ class Quadratic(FlatParameters):
     def acts_size(self, rows):
         return 0
 
-    def deltas_size(self, rows):
-        return rows
-
     delta_widths = (1,)
+
+    def deltas_size(self, rows):
+        return rows * sum(self.delta_widths)
 
     def layer_shapes(self):
         return [("theta", (2,))]
@@ -129,12 +129,12 @@ class Constant(FlatParameters):
     def acts_size(self, rows):
         return 0
 
-    def deltas_size(self, rows):
-        return rows * self.n_outputs
-
     @property
     def delta_widths(self):
         return (self.n_outputs,)
+
+    def deltas_size(self, rows):
+        return rows * sum(self.delta_widths)
 
     def init(self, rng=None, dtype=np.float64):
         return np.zeros(self.n_outputs, dtype=dtype)
