@@ -11,12 +11,14 @@ machine, and the median of the per-pair ratios new/old is the figure to report.
         cartpole:1:R:float32 cartpole:1:C:float32 quantum::R:float32
 
 A configuration is ``task:poles:mode:dtype`` (``poles`` empty for tasks without it). Each worker
-has its own Numba cache (``NUMBA_CACHE_DIR`` under the system's temporary folder), so that
-neither loads the other's compiled code.
+has its own Numba cache, new for the run (``NUMBA_CACHE_DIR`` in a fresh temporary folder,
+removed at the end): neither loads the other's compiled code, nor code an earlier run compiled
+from helpers edited since (Numba's cache does not see edits to the files a function calls into).
 """
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,9 +48,8 @@ def worker():
         print(f"{time.perf_counter() - start:.6f}", flush=True)
 
 
-def start_worker(checkout, name):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout),
-               NUMBA_CACHE_DIR=os.path.join(tempfile.gettempdir(), f"stablebptt-ab-{name}"))
+def start_worker(checkout, cache):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout), NUMBA_CACHE_DIR=cache)
     env.setdefault("OPENBLAS_CORETYPE", "Haswell")
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -81,7 +82,9 @@ def main():
     parser.add_argument("configs", nargs="+", type=parse_config, help="task:poles:mode:dtype")
     parser.add_argument("--pairs", type=int, default=11, help="epoch pairs per configuration")
     args = parser.parse_args()
-    old, new = start_worker(args.old, "old"), start_worker(args.new, "new")
+    caches = tempfile.mkdtemp(prefix="stablebptt-ab-")
+    old = start_worker(args.old, os.path.join(caches, "old"))
+    new = start_worker(args.new, os.path.join(caches, "new"))
     print(f"{'configuration':24s} {'old median':>10s} {'new median':>10s} {'new/old':>8s}  (ms)")
     try:
         for config in args.configs:
@@ -102,6 +105,7 @@ def main():
         for process in (old, new):
             process.stdin.close()
             process.wait()
+        shutil.rmtree(caches, ignore_errors=True)
 
 
 if __name__ == "__main__":

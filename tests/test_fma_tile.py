@@ -4,12 +4,13 @@ row count, column offset or operand layout computes it."""
 import numpy as np
 import pytest
 
-from stablebptt.controllers._fma_tile import ROWS, VECTOR_BYTES, VECTORS, fma_matmul
+from stablebptt.controllers._fma_tile import NARROW_ROWS, ROWS, VECTOR_BYTES, VECTORS, fma_matmul
 
-# rows: whole blocks, each leftover count, fewer than a block; columns: whole vector pairs, a
-# masked second vector, a masked single vector, one column
+# rows: whole blocks, each leftover count, fewer than a block; columns (float32): whole vector
+# pairs (32), up to a vector more with the last pair (21, 17, 100), more in a block of their own
+# (13, 60), narrower than a vector (masked: 1, 4), one vector (8)
 SHAPES = [(8, 100, 32), (7, 100, 21), (6, 37, 13), (5, 9, 1), (3, 64, 17), (2, 1, 8), (1, 100, 100),
-          (13, 180, 60)]
+          (13, 180, 60), (19, 100, 4), (9, 6, 8)]
 
 
 def _fma_chain_float32(a, b):
@@ -40,8 +41,8 @@ def test_float32_elements_are_in_order_fma_chains(m, k, n, rng):
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_every_element_has_the_same_bits_in_any_block(m, k, n, dtype, rtol, rng):
-    """Rows alone, in leftover blocks or whole blocks, columns in full, masked or single-column
-    blocks at any offset: the same bits, and near the float64 product."""
+    """Rows alone, in leftover blocks or whole blocks, columns in full, shifted, masked or
+    single-column blocks at any offset: the same bits, and near the float64 product."""
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     whole = np.full((m, n), np.nan, dtype)
@@ -49,7 +50,7 @@ def test_every_element_has_the_same_bits_in_any_block(m, k, n, dtype, rtol, rng)
     scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
     assert np.all(np.abs(whole - a.astype(np.float64) @ b.astype(np.float64)) <= rtol * scale)
     for start in range(m):
-        rows = slice(start, min(m, start + 1 + start % ROWS))
+        rows = slice(start, min(m, start + 1 + start % max(ROWS, NARROW_ROWS)))
         part = np.full((rows.stop - rows.start, n), np.nan, dtype)
         fma_matmul(np.ascontiguousarray(a[rows]), b, part)
         np.testing.assert_array_equal(part, whole[rows])
@@ -61,14 +62,16 @@ def test_every_element_has_the_same_bits_in_any_block(m, k, n, dtype, rtol, rng)
         np.testing.assert_array_equal(part, whole[:, cols])
 
 
-def test_masked_blocks_write_nothing_beyond_the_output(rng):
-    """The last, partial vector stores only its lanes: the memory after the output is untouched."""
+@pytest.mark.parametrize("n", [3, 11, 21, 60])
+def test_last_columns_write_nothing_outside_the_output(n, rng):
+    """The last vector, masked (n = 3) or shifted back to end the row: the memory before and
+    after the output is untouched."""
     a = rng.standard_normal((5, 20)).astype(np.float32)
-    b = rng.standard_normal((20, 11)).astype(np.float32)
-    memory = np.full(5 * 11 + 16, -7.0, np.float32)
-    out = memory[:5 * 11].reshape(5, 11)
+    b = rng.standard_normal((20, n)).astype(np.float32)
+    memory = np.full(5 * n + 32, -7.0, np.float32)
+    out = memory[16:16 + 5 * n].reshape(5, n)
     fma_matmul(a, b, out)
-    assert np.all(memory[5 * 11:] == -7.0)
+    assert np.all(memory[:16] == -7.0) and np.all(memory[16 + 5 * n:] == -7.0)
     np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
 
 

@@ -10,9 +10,10 @@ Every output element is therefore ``fma(a[i, k-1], b[k-1, j], ... fma(a[i, 0], b
 in order of ``k``, whichever block, lane, row count or machine computes it: FMA rounds exactly
 once, so the bits depend on neither the number of rows (samples in a chunk) nor the SIMD width.
 Vectors are 32 bytes (8 float32 or 4 float64 lanes, AVX2's registers); AVX-512 machines run the
-same code. The columns that fill no whole block end the product in blocks whose last vector is
-partial: masked loads and stores touch only its ``last`` lanes, so nothing beyond the arrays is
-read or written (whole blocks use plain ones: a masked store is slow on AMD cores).
+same code. The columns that fill no whole block end the product in a block whose last vector
+is shifted back to end the row: it recomputes some columns of the vector before it (the same
+chains, the same bits) and reads and writes nothing beyond the arrays with plain loads and
+stores. Only a product narrower than one vector uses masked ones (slow on AMD cores).
 """
 
 from llvmlite import ir
@@ -22,6 +23,7 @@ from numba.extending import intrinsic
 
 VECTOR_BYTES = 32
 ROWS = 4  # rows of a block: with 2 vectors, 8 accumulators, as many as FMA latency needs
+NARROW_ROWS = 8  # rows of a block of one vector (a product narrower than a vector): 8 again
 VECTORS = 2
 
 
@@ -50,15 +52,19 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(single, single, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
 
 
-def _block(vectors, masked):
+def _block(vectors, last_vector="whole", max_rows=ROWS):
     """An intrinsic ``block(a, b, out, i, rows, j, last)``: ``out[i:i+rows, cols] = a[i:i+rows] @
-    b[:, cols]`` for ``rows`` (1 to ROWS) rows and the ``vectors`` vectors of columns from ``j``;
-    with ``masked``, the last vector is ``last`` lanes wide (masked loads and stores are slow on
-    some cores: only a product's last columns use them). Each row count has its own code (a
-    switch), so that leftover rows still run several chains at once. ``a`` may have any strides
-    (``a.T`` included), and may be 3-D ``(groups, rows, k)``: its row ``i`` is then row
-    ``i % rows`` of group ``i // rows`` (the CNN's overlapping windows, read in place);
-    ``b`` and ``out`` are C-contiguous."""
+    b[:, cols]`` for ``rows`` (1 to ``max_rows``) rows and the ``vectors`` vectors of columns from ``j``.
+    The last vector is ``last_vector``: ``"whole"``; ``"masked"``, ``last`` lanes wide (masked
+    loads and stores are slow on some cores: only a product's last columns use them); or
+    ``"shifted"`` back to end at column ``j + (vectors - 1) * lanes + last``, so that it ends the
+    row with plain loads and stores (it recomputes columns of the vector before it: the same
+    chains, the same bits). Each row count has its own code (a switch), so that leftover rows
+    still run several chains at once. ``a`` may have any strides (``a.T`` included), and may be
+    3-D ``(groups, rows, k)``: its row ``i`` is then row ``i % rows`` of group ``i // rows`` (the
+    CNN's overlapping windows, read in place); ``b`` and ``out`` are C-contiguous."""
+    masked = last_vector == "masked"
+    shifted = last_vector == "shifted"
 
     @intrinsic
     def block(typingctx, a, b, out, i, rows, j, last):
@@ -105,6 +111,8 @@ def _block(vectors, masked):
 
             def b_or_out(arr, row_stride, row, v):
                 column = builder.add(j0, ir.Constant(i64, v * lanes))
+                if shifted and v == vectors - 1:
+                    column = builder.sub(builder.add(column, last_lanes), ir.Constant(i64, lanes))
                 offset = builder.add(builder.mul(row, row_stride),
                                      builder.mul(column, ir.Constant(i64, size)))
                 return address(arr, offset, vty)
@@ -141,7 +149,7 @@ def _block(vectors, masked):
 
             done = builder.append_basic_block("block.done")
             switch = builder.switch(row_count, done)
-            for rows in range(1, ROWS + 1):
+            for rows in range(1, max_rows + 1):
                 case = builder.append_basic_block(f"block.rows{rows}")
                 switch.add_case(ir.Constant(row_count.type, rows), case)
                 builder.position_at_end(case)
@@ -155,9 +163,14 @@ def _block(vectors, masked):
     return block
 
 
-_BLOCK = _block(VECTORS, masked=False)
-_LAST_BLOCK = _block(VECTORS, masked=True)
-_LAST_VECTOR = _block(1, masked=True)
+_BLOCK = _block(VECTORS)
+# The columns left after the whole blocks end the rows with a shifted last vector: a masked one
+# leaves LLVM too few registers for the mask in a block of 12 chains. Up to one vector of them
+# go with the last whole block's columns (12 chains keep both FMA units busy, where the vector
+# alone, 4 chains, would wait on FMA latency); a product narrower than a vector needs the mask.
+_MERGED_BLOCK = _block(VECTORS + 1, "shifted")
+_LAST_BLOCK = _block(VECTORS, "shifted")
+_LAST_VECTOR = _block(1, "masked", NARROW_ROWS)
 
 
 @njit(cache=True, error_model="numpy")
@@ -166,17 +179,26 @@ def fma_matmul(a, b, out):
     (see the module's docstring). ``b`` and ``out`` C-contiguous, ``a`` any 2-D float array, or a
     3-D one whose first two axes make the rows (``a.reshape(-1, k)`` without the copy).
     Column blocks of ``VECTORS`` vectors (their slice of ``b`` stays in L1 for all rows), each in
-    blocks of ``ROWS`` rows and the rows left over; the columns that fill no block last, masked."""
+    blocks of ``ROWS`` rows and the rows left over. The columns that fill no block come last,
+    in a block whose last vector is shifted to end the row: up to one vector of them with the
+    last whole block's columns, more in a block of their own; masked where ``n`` < a vector."""
     m, n = out.shape
     lanes = VECTOR_BYTES // a.itemsize
     width = VECTORS * lanes
-    end = n - n % width
+    columns = n % width
+    end = n - columns
+    merge = 0 < columns <= lanes and end > 0  # the last whole block takes the leftover vector
+    if merge:
+        end -= width
     for j in range(0, end, width):
         for i in range(0, m, ROWS):
             _BLOCK(a, b, out, i, min(ROWS, m - i), j, lanes)
-    columns = n - end
-    for i in range(0, m, ROWS):
-        if columns > lanes:
+    if merge:
+        for i in range(0, m, ROWS):
+            _MERGED_BLOCK(a, b, out, i, min(ROWS, m - i), end, columns)
+    elif columns > lanes:
+        for i in range(0, m, ROWS):
             _LAST_BLOCK(a, b, out, i, min(ROWS, m - i), end, columns - lanes)
-        elif columns > 0:
-            _LAST_VECTOR(a, b, out, i, min(ROWS, m - i), end, columns)
+    elif columns > 0:  # n <= lanes
+        for i in range(0, m, NARROW_ROWS):
+            _LAST_VECTOR(a, b, out, i, min(NARROW_ROWS, m - i), end, columns)
