@@ -318,10 +318,10 @@ def announce_if_slow(message, after=1.0):
             log.info("%s: done in %.0f s (cached for later runs)", message, elapsed)
 
 
-_blas_controller = None
+_blas_libraries = None
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_limit = None
+_blas_saved = ()
 
 
 @contextmanager
@@ -333,17 +333,22 @@ def one_blas_thread():
     (on AVX2 machines about one gradient entry in seven differs in the last bits). For products of
     this size one thread is also the fastest. The engine releases the GIL, so blocks of several
     Python threads may overlap: the setting is made by the first to enter and restored by the
-    last to leave.
+    last to leave. The libraries are found once and set directly (a ``threadpool_limits`` on every
+    call took ~35 us of a cart-pole gradient's ~1 ms).
     """
-    global _blas_controller, _blas_users, _blas_limit
+    global _blas_libraries, _blas_users, _blas_saved
     with _blas_lock:
-        if _blas_controller is None:
+        if _blas_libraries is None:
             import scipy.linalg.cython_blas  # noqa: F401  (the BLAS that Numba's np.dot calls)
             from threadpoolctl import ThreadpoolController
 
-            _blas_controller = ThreadpoolController()
+            _blas_libraries = [library for library in ThreadpoolController().lib_controllers
+                               if library.user_api == "blas"]
         if _blas_users == 0:
-            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+            _blas_saved = [(library, library.get_num_threads()) for library in _blas_libraries]
+            for library, threads in _blas_saved:
+                if threads != 1:
+                    library.set_num_threads(1)
         _blas_users += 1
     try:
         yield
@@ -351,8 +356,10 @@ def one_blas_thread():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
+                for library, threads in _blas_saved:
+                    if threads != 1:
+                        library.set_num_threads(threads)
+                _blas_saved = ()
 
 
 # Samples per chunk of a batch. A batch is cut into chunks of these sizes whatever the number
