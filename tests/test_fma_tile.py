@@ -8,7 +8,7 @@ from stablebptt.controllers._fma_tile import NARROW_ROWS, ROWS, VECTOR_BYTES, VE
 
 # rows: whole blocks, each leftover count, fewer than a block; columns (float32): whole vector
 # pairs (32), up to a vector more with the last pair (21, 17, 100), more in a block of their own
-# (13, 60), narrower than a vector (masked: 1, 4), one vector (8)
+# (13, 60), at most one vector (masked: 1, 4, 8)
 SHAPES = [(8, 100, 32), (7, 100, 21), (6, 37, 13), (5, 9, 1), (3, 64, 17), (2, 1, 8), (1, 100, 100),
           (13, 180, 60), (19, 100, 4), (9, 6, 8)]
 

@@ -13,7 +13,7 @@ Vectors are 32 bytes (8 float32 or 4 float64 lanes, AVX2's registers); AVX-512 m
 same code. The columns that fill no whole block end the product in a block whose last vector
 is shifted back to end the row: it recomputes some columns of the vector before it (the same
 chains, the same bits) and reads and writes nothing beyond the arrays with plain loads and
-stores. Only a product narrower than one vector uses masked ones (slow on AMD cores).
+stores. Only a product at most one vector wide uses masked ones (slow on AMD cores).
 """
 
 from llvmlite import ir
@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 
 VECTOR_BYTES = 32
 ROWS = 4  # rows of a block: with 2 vectors, 8 accumulators, as many as FMA latency needs
-NARROW_ROWS = 8  # rows of a block of one vector (a product narrower than a vector): 8 again
+NARROW_ROWS = 8  # rows of a block of one vector (a product at most one vector wide): 8 again
 VECTORS = 2
 
 
@@ -167,7 +167,7 @@ _BLOCK = _block(VECTORS)
 # The columns left after the whole blocks end the rows with a shifted last vector: a masked one
 # leaves LLVM too few registers for the mask in a block of 12 chains. Up to one vector of them
 # go with the last whole block's columns (12 chains keep both FMA units busy, where the vector
-# alone, 4 chains, would wait on FMA latency); a product narrower than a vector needs the mask.
+# alone, 4 chains, would wait on FMA latency); a product at most a vector wide takes the mask.
 _MERGED_BLOCK = _block(VECTORS + 1, "shifted")
 _LAST_BLOCK = _block(VECTORS, "shifted")
 _LAST_VECTOR = _block(1, "masked", NARROW_ROWS)
@@ -181,7 +181,7 @@ def fma_matmul(a, b, out):
     Column blocks of ``VECTORS`` vectors (their slice of ``b`` stays in L1 for all rows), each in
     blocks of ``ROWS`` rows and the rows left over. The columns that fill no block come last,
     in a block whose last vector is shifted to end the row: up to one vector of them with the
-    last whole block's columns, more in a block of their own; masked where ``n`` < a vector."""
+    last whole block's columns, more in a block of their own; masked where ``n`` <= a vector."""
     m, n = out.shape
     lanes = VECTOR_BYTES // a.itemsize
     width = VECTORS * lanes
