@@ -75,6 +75,31 @@ def test_last_columns_write_nothing_outside_the_output(n, rng):
     np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
 
 
+def _layouts(a):
+    """``a``'s values in every layout the blocks compile for: C, transposed (Numba's F), a
+    column slice (any layout, contiguous rows: the constant stride is chosen at run time),
+    every other column (any layout, strided rows: the generic loop) and 3-D (groups of rows)."""
+    m, k = a.shape
+    wide = np.zeros((m, k + 5), a.dtype)
+    wide[:, 2:k + 2] = a
+    spread = np.zeros((m, 2 * k), a.dtype)
+    spread[:, ::2] = a
+    return {"C": a, "F": np.ascontiguousarray(a.T).T, "column slice": wide[:, 2:k + 2],
+            "strided": spread[:, ::2], "3-D": a.reshape(1, m, k),
+            "3-D strided": spread[:, ::2].reshape(1, m, k)}
+
+
+@pytest.mark.parametrize("m,k,n", [(7, 100, 21), (13, 180, 60), (19, 100, 4)])
+def test_every_layout_of_a_gives_the_same_fma_chains(m, k, n, rng):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    expected = _fma_chain_float32(a, b)
+    for layout, view in _layouts(a).items():
+        out = np.full((m, n), np.nan, np.float32)
+        fma_matmul(view, b, out)
+        np.testing.assert_array_equal(out, expected, err_msg=layout)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("groups,per_group", [(1, 7), (4, 7), (5, 3), (3, 1)])
 def test_3d_operand_reads_overlapping_windows_in_place(groups, per_group, dtype, rng):
