@@ -4,7 +4,8 @@ row count, column offset or operand layout computes it."""
 import numpy as np
 import pytest
 
-from stablebptt.controllers._fma_tile import NARROW_ROWS, ROWS, VECTOR_BYTES, VECTORS, fma_matmul
+from stablebptt.controllers._fma_tile import (NARROW_ROWS, ROWS, VECTOR_BYTES, VECTORS, fma_affine,
+                                              fma_matmul)
 
 # rows: whole blocks, each leftover count, fewer than a block; columns (float32): whole vector
 # pairs (32), up to a vector more with the last pair (21, 17, 100), more in a block of their own
@@ -73,6 +74,26 @@ def test_last_columns_write_nothing_outside_the_output(n, rng):
     fma_matmul(a, b, out)
     assert np.all(memory[:16] == -7.0) and np.all(memory[16 + 5 * n:] == -7.0)
     np.testing.assert_array_equal(out, _fma_chain_float32(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_bias_added_in_the_blocks_is_a_separate_add(m, k, n, dtype, rng):
+    """Whole, merged, shifted and masked blocks add the bias as ``out += bias`` after the product
+    would (one rounding, the same bits); an empty bias adds nothing; a bias of another length is
+    an error."""
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    product = np.full((m, n), np.nan, dtype)
+    fma_matmul(a, b, product)
+    out = np.full((m, n), np.nan, dtype)
+    fma_affine(a, b, bias, out)
+    np.testing.assert_array_equal(out, product + bias)
+    fma_affine(a, b, bias[:0], out)
+    np.testing.assert_array_equal(out, product)
+    with pytest.raises(ValueError, match="bias"):
+        fma_affine(a, b, np.ones(n + 1, dtype), out)
 
 
 def _layouts(a):

@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ._fma_tile import fma_matmul
+from ._fma_tile import fma_affine, fma_matmul
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -109,7 +109,7 @@ def _tanh64(x):
 
 
 def tanh(x):
-    """tanh with a per-precision implementation inside Numba kernels (see ``add_bias_tanh``)."""
+    """tanh with a per-precision implementation inside Numba kernels (see ``tanh_in_place``)."""
     return np.tanh(x)
 
 
@@ -121,21 +121,13 @@ def _tanh_overload(x):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def add_bias_tanh(out, bias, use_bias, activate):
-    """``out += bias`` (if ``use_bias``) then ``tanh`` in place (if ``activate``).
-
-    Both precisions use a vectorising tanh: float32 a rational approximation, float64 Cephes'
-    rational form and an exp built from its bit pattern (within 2 ulp of libm's).
-    """
-    m, n = out.shape
-    if use_bias:
-        for i in range(m):
-            for j in range(n):
-                out[i, j] += bias[j]
-    if activate:
-        flat = out.ravel()
-        for i in range(flat.size):
-            flat[i] = tanh(flat[i])
+def tanh_in_place(out):
+    """``out = tanh(out)`` (C-contiguous ``out``) with a tanh that vectorises: float32 a rational
+    approximation, float64 Cephes' rational form and an exp built from its bit pattern (within
+    2 ulp of libm's)."""
+    flat = out.ravel()
+    for i in range(flat.size):
+        flat[i] = tanh(flat[i])
 
 
 @njit(cache=True, error_model="numpy")
@@ -182,12 +174,23 @@ SMALL_ROWS = 16
 
 @njit(cache=True, error_model="numpy")
 def matmul(a, b, out):
-    """``out = a @ b`` (C-contiguous ``b`` and ``out``): register-blocked FMA chains, in order over
-    ``k``; a single output column (an output layer) as one vectorised dot product per row."""
+    """``out = a @ b``: :func:`affine` without a bias."""
+    affine(a, b, out.ravel()[:0], out)
+
+
+@njit(cache=True, error_model="numpy")
+def affine(a, b, bias, out):
+    """``out = a @ b + bias`` (C-contiguous ``b``, ``bias`` and ``out``; an empty ``bias`` adds
+    nothing): register-blocked FMA chains, in order over ``k``, the bias added as they are stored
+    (``fma_affine``); a single output column (an output layer) as one vectorised dot product per
+    row, then its bias."""
     if b.shape[1] == 1:
         matmul_bt_rows(a, b.reshape(1, b.shape[0]), out)
+        if bias.size > 0:
+            for i in range(out.shape[0]):
+                out[i, 0] += bias[0]
     else:
-        fma_matmul(a, b, out)
+        fma_affine(a, b, bias, out)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")

@@ -56,8 +56,10 @@ def _splat(builder, value, vty):
 
 
 def _block(vectors, last_vector="whole", max_rows=ROWS):
-    """An intrinsic ``block(a, b, out, i, rows, j, last)``: ``out[i:i+rows, cols] = a[i:i+rows] @
-    b[:, cols]`` for ``rows`` (1 to ``max_rows``) rows and the ``vectors`` vectors of columns from ``j``.
+    """An intrinsic ``block(a, b, bias, out, i, rows, j, last)``: ``out[i:i+rows, cols] =
+    a[i:i+rows] @ b[:, cols] + bias[cols]`` for ``rows`` (1 to ``max_rows``) rows and the
+    ``vectors`` vectors of columns from ``j``; an empty ``bias`` adds nothing. The bias is added
+    to the finished chains before they are stored: the one rounding of a separate ``out += bias``.
     The last vector is ``last_vector``: ``"whole"``; ``"masked"``, ``last`` lanes wide (masked
     loads and stores are slow on some cores: only a product's last columns use them); or
     ``"shifted"`` back to end at column ``j + (vectors - 1) * lanes + last``, so that it ends the
@@ -65,24 +67,24 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
     chains, the same bits). Each row count has its own code (a switch), so that leftover rows
     still run several chains at once. ``a`` may have any strides (``a.T`` included), and may be
     3-D ``(groups, rows, k)``: its row ``i`` is then row ``i % rows`` of group ``i // rows`` (the
-    CNN's overlapping windows, read in place); ``b`` and ``out`` are C-contiguous."""
+    CNN's overlapping windows, read in place); ``b``, ``bias`` and ``out`` are C-contiguous."""
     masked = last_vector == "masked"
     shifted = last_vector == "shifted"
 
     @intrinsic
-    def block(typingctx, a, b, out, i, rows, j, last):
-        arrays = (a, b, out)
+    def block(typingctx, a, b, bias, out, i, rows, j, last):
+        arrays = (a, b, bias, out)
         if not all(isinstance(x, types.Array) and x.dtype == a.dtype for x in arrays):
             return None
-        if a.ndim not in (2, 3) or b.ndim != 2 or out.ndim != 2:
+        if a.ndim not in (2, 3) or b.ndim != 2 or bias.ndim != 1 or out.ndim != 2:
             return None
-        if a.dtype not in (types.float32, types.float64) or b.layout != "C" or out.layout != "C":
+        if a.dtype not in (types.float32, types.float64) or any(x.layout != "C" for x in arrays[1:]):
             return None
 
         def codegen(context, builder, signature, args):
-            a_arr, b_arr, o_arr = (context.make_array(t)(context, builder, v)
-                                   for t, v in zip(signature.args[:3], args[:3]))
-            i0, row_count, j0, last_lanes = args[3:]
+            a_arr, b_arr, bias_arr, o_arr = (context.make_array(t)(context, builder, v)
+                                             for t, v in zip(signature.args[:4], args[:4]))
+            i0, row_count, j0, last_lanes = args[4:]
             fty = context.get_value_type(signature.args[0].dtype)
             size = context.get_abi_sizeof(fty)
             lanes = VECTOR_BYTES // size
@@ -112,6 +114,8 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
                 return builder.add(builder.mul(builder.udiv(row, group_rows), group_stride),
                                    builder.mul(builder.urem(row, group_rows), a_row))
             b_row = builder.extract_value(b_arr.strides, 0)
+            has_bias = builder.icmp_unsigned("!=", builder.extract_value(bias_arr.shape, 0),
+                                             ir.Constant(i64, 0))
             o_row = builder.extract_value(o_arr.strides, 0)
             lane_index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
             mask = builder.icmp_unsigned("<", lane_index,
@@ -131,6 +135,28 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
                                      builder.mul(column, ir.Constant(i64, size)))
                 return address(arr, offset, vty)
 
+            def load_vector(arr, row_stride, row, v):
+                ptr = b_or_out(arr, row_stride, row, v)
+                if masked and v == vectors - 1:
+                    return builder.call(masked_load, [ptr, alignment, mask, zero])
+                return builder.load(ptr, align=size)
+
+            def store_rows(acc, with_bias):
+                origin = ir.Constant(i64, 0)
+                bias_vec = [load_vector(bias_arr, origin, origin, v) for v in range(vectors)
+                            ] if with_bias else None
+                for r in range(len(acc)):
+                    row = builder.add(i0, ir.Constant(i64, r))
+                    for v in range(vectors):
+                        ptr = b_or_out(o_arr, o_row, row, v)
+                        value = builder.load(acc[r][v])
+                        if with_bias:
+                            value = builder.fadd(value, bias_vec[v])
+                        if masked and v == vectors - 1:
+                            builder.call(masked_store, [value, ptr, alignment, mask])
+                        else:
+                            builder.store(value, ptr, align=size)
+
             def rows_block(rows, a_col):
                 # accumulators as stack slots: LLVM promotes them to registers
                 acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
@@ -138,28 +164,18 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
                 row_offsets = [a_row_offset(builder.add(i0, ir.Constant(i64, r))) for r in range(rows)]
                 with cgutils.for_range(builder, k) as loop:
                     p = loop.index
-                    b_vec = []
-                    for v in range(vectors):
-                        ptr = b_or_out(b_arr, b_row, p, v)
-                        if masked and v == vectors - 1:
-                            b_vec.append(builder.call(masked_load, [ptr, alignment, mask, zero]))
-                        else:
-                            b_vec.append(builder.load(ptr, align=size))
+                    b_vec = [load_vector(b_arr, b_row, p, v) for v in range(vectors)]
                     for r in range(rows):
                         offset = builder.add(row_offsets[r], builder.mul(p, a_col))
                         a_val = _splat(builder, builder.load(address(a_arr, offset, fty), align=size), vty)
                         for v in range(vectors):
                             total = builder.call(fma, [a_val, b_vec[v], builder.load(acc[r][v])])
                             builder.store(total, acc[r][v])
-                for r in range(rows):
-                    row = builder.add(i0, ir.Constant(i64, r))
-                    for v in range(vectors):
-                        ptr = b_or_out(o_arr, o_row, row, v)
-                        value = builder.load(acc[r][v])
-                        if masked and v == vectors - 1:
-                            builder.call(masked_store, [value, ptr, alignment, mask])
-                        else:
-                            builder.store(value, ptr, align=size)
+                with builder.if_else(has_bias) as (then, otherwise):
+                    with then:
+                        store_rows(acc, True)
+                    with otherwise:
+                        store_rows(acc, False)
 
             done = builder.append_basic_block("block.done")
             switch = builder.switch(row_count, done)
@@ -180,7 +196,7 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
             builder.position_at_end(done)
             return context.get_dummy_value()
 
-        return types.void(a, b, out, types.intp, types.intp, types.intp, types.intp), codegen
+        return types.void(a, b, bias, out, types.intp, types.intp, types.intp, types.intp), codegen
 
     return block
 
@@ -197,14 +213,24 @@ _LAST_VECTOR = _block(1, "masked", NARROW_ROWS)
 
 @njit(cache=True, error_model="numpy")
 def fma_matmul(a, b, out):
-    """``out = a @ b`` in register blocks; element ``(i, j)`` is the in-order FMA chain over ``k``
-    (see the module's docstring). ``b`` and ``out`` C-contiguous, ``a`` any 2-D float array, or a
-    3-D one whose first two axes make the rows (``a.reshape(-1, k)`` without the copy).
+    """``out = a @ b``: :func:`fma_affine` without a bias."""
+    fma_affine(a, b, out.ravel()[:0], out)
+
+
+@njit(cache=True, error_model="numpy")
+def fma_affine(a, b, bias, out):
+    """``out = a @ b + bias`` in register blocks; element ``(i, j)`` is the in-order FMA chain over
+    ``k`` (see the module's docstring) plus ``bias[j]`` in one more rounding, as ``out += bias``
+    after the product would give, without the pass over ``out``; an empty ``bias`` adds nothing.
+    ``b``, ``bias`` and ``out`` C-contiguous, ``a`` any 2-D float array, or a 3-D one whose
+    first two axes make the rows (``a.reshape(-1, k)`` without the copy).
     Column blocks of ``VECTORS`` vectors (their slice of ``b`` stays in L1 for all rows), each in
     blocks of ``ROWS`` rows and the rows left over. The columns that fill no block come last,
     in a block whose last vector is shifted to end the row: up to one vector of them with the
     last whole block's columns, more in a block of their own; masked where ``n`` <= a vector."""
     m, n = out.shape
+    if bias.size != 0 and bias.size != n:
+        raise ValueError("fma_affine: the bias must have one value per column of out, or none")
     lanes = VECTOR_BYTES // a.itemsize
     width = VECTORS * lanes
     columns = n % width
@@ -214,13 +240,13 @@ def fma_matmul(a, b, out):
         end -= width
     for j in range(0, end, width):
         for i in range(0, m, ROWS):
-            _BLOCK(a, b, out, i, min(ROWS, m - i), j, lanes)
+            _BLOCK(a, b, bias, out, i, min(ROWS, m - i), j, lanes)
     if merge:
         for i in range(0, m, ROWS):
-            _MERGED_BLOCK(a, b, out, i, min(ROWS, m - i), end, columns)
+            _MERGED_BLOCK(a, b, bias, out, i, min(ROWS, m - i), end, columns)
     elif columns > lanes:
         for i in range(0, m, ROWS):
-            _LAST_BLOCK(a, b, out, i, min(ROWS, m - i), end, columns - lanes)
+            _LAST_BLOCK(a, b, bias, out, i, min(ROWS, m - i), end, columns - lanes)
     elif columns > 0:  # n <= lanes
         for i in range(0, m, NARROW_ROWS):
-            _LAST_VECTOR(a, b, out, i, min(NARROW_ROWS, m - i), end, columns)
+            _LAST_VECTOR(a, b, bias, out, i, min(NARROW_ROWS, m - i), end, columns)

@@ -26,9 +26,9 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._fma_tile import fma_matmul
-from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, copy_matrix, matmul, matmul_bt_rows,
-                     mul_tanh_derivative)
+from ._fma_tile import fma_affine
+from ._dense import (add_column_sums, add_matmul_at, affine, copy_matrix, matmul, matmul_bt_rows,
+                     mul_tanh_derivative, tanh_in_place)
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -93,15 +93,14 @@ def cnn_forward(theta, spec, x, acts, n, nsteps, c):
     batch = x.shape[0]
     rows = nsteps * batch
     h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    fma_matmul(_windows_view(x, p1, 6, 4), theta[k1:b1].reshape(6, w), h1)
-    add_bias_tanh(h1, theta[b1:k2], 1, True)
+    fma_affine(_windows_view(x, p1, 6, 4), theta[k1:b1].reshape(6, w), theta[b1:k2], h1)
+    tanh_in_place(h1)
     off2 = rows * p1 * w
     h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    fma_matmul(_windows_view(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w),
-               theta[k2:b2].reshape(3 * w, w), h2)
-    add_bias_tanh(h2, theta[b2:k3], 1, True)
-    matmul(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), c)
-    add_bias_tanh(c, theta[b3:b3 + bias], bias, False)
+    fma_affine(_windows_view(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w),
+               theta[k2:b2].reshape(3 * w, w), theta[b2:k3], h2)
+    tanh_in_place(h2)
+    affine(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), theta[b3:b3 + bias], c)
 
 
 @kernel(vjp_sig)

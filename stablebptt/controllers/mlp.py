@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit
 
 from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_sig
-from ._dense import (add_bias_tanh, add_column_sums, add_matmul_at, copy_matrix, matmul, matmul_bt,
-                     mul_tanh_derivative)
+from ._dense import (add_column_sums, add_matmul_at, affine, copy_matrix, matmul, matmul_bt,
+                     mul_tanh_derivative, tanh_in_place)
 from ._params import FlatParameters, glorot_uniform
 
 
@@ -82,9 +82,10 @@ def mlp_forward(theta, spec, x, acts, n, nsteps, c):
             out = acts[a0:a0 + batch * n_out].reshape(batch, n_out)
         else:
             out = c
-        matmul(h_prev, kernel, out)
-        bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + use_bias * n_out]
-        add_bias_tanh(out, bias, use_bias, k < n_layers)
+        bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + use_bias * n_out]  # empty: none
+        affine(h_prev, kernel, bias, out)
+        if k < n_layers:
+            tanh_in_place(out)
         h_prev = out
 
 
