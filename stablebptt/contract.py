@@ -52,6 +52,12 @@ on all steps' rows with unit control cotangents, and gets every sweep's cotangen
 those row by row (the adjoint is linear in ``mu``): R's sweep needs the simulator alone, and C
 costs one parameter gradient more than R. The same check covers it.
 
+A controller may also say ``input_cotangent_optional = True`` when its ``vjp`` accepts a ``dx``
+with no columns, ``(B, 0)``, and then computes no input cotangent (and the same ``deltas``). The
+engine passes one wherever it has no use for ``dx``: the sweeps without controller feedback
+(M, S, C's second sweep) and the unit cotangents of a scalar control under M and S.
+:func:`~stablebptt.adjoint.check.check_controller` checks the claim.
+
 Per-sample kernels (optional; what the GPU path runs, one thread per trajectory). The physics of
 one sample is written once, as functions of 1-D arrays decorated with :func:`sample_kernel`, and
 the CPU batch kernels above loop over the batch calling them, so both targets run one source.

@@ -146,6 +146,27 @@ def test_steps_as_rows_check_passes_built_ins_and_fails_a_false_claim(rng):
     assert steps.ok and not widths.ok and "widths" in widths.detail
 
 
+@dataclass(frozen=True)
+class _CarelessQuadratic(Quadratic):
+    """Claims input_cotangent_optional, but its vjp writes dx whatever its shape."""
+
+    input_cotangent_optional = True
+
+
+def test_input_cotangent_optional_check_passes_built_ins_and_fails_a_false_claim(rng):
+    from stablebptt.adjoint.check import check_input_cotangent_optional
+
+    for ctrl in (MLP(6, 2, width=9, depth=2), MLP(6, 1, width=9, depth=2), CNN(nx=8, width=5)):
+        x = rng.standard_normal((4, ctrl.n_inputs))
+        theta = ctrl.init(rng, np.float64) + 0.1 * rng.standard_normal(ctrl.n_params)
+        for kernel_theta in (theta, prepared_parameters(ctrl, theta)):
+            assert check_input_cotangent_optional(ctrl, kernel_theta, x).ok
+        assert sum("input_cotangent_optional" in r.name for r in check_controller(ctrl, theta, x, rng)) == 2
+    result = check_input_cotangent_optional(_CarelessQuadratic(), np.array([0.3, -0.7]),
+                                            rng.standard_normal((4, 1)))
+    assert not result.ok and "remove input_cotangent_optional" in result.detail
+
+
 def test_check_detects_a_wrong_adjoint(rng):
     """The checker itself must fail on a broken vjp (a check that cannot fail is no check)."""
     from stablebptt.adjoint import check_vjp

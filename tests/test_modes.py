@@ -187,6 +187,47 @@ def _cartpole_problem(rng):
     return Problem(sim, ctrl, 12, "FINAL", rho=0.1), ctrl.init(rng, np.float64), x0
 
 
+def _guidance_problem(rng):
+    from stablebptt.sims import Guidance
+
+    sim = Guidance(drivers=2, evaders=2)
+    ctrl = MLP(sim.state_dim, sim.control_dim, width=6, depth=2)
+    x0 = sim.sample(5, np.random.RandomState(2)).astype(np.float64)
+    return Problem(sim, ctrl, 9, "CONTINUOUS", rho=0.1), ctrl.init(rng, np.float64), x0
+
+
+class _EveryInputCotangent:
+    """A controller as given, but without ``input_cotangent_optional``: the engine then has it
+    compute every input cotangent, used or not."""
+
+    input_cotangent_optional = False
+
+    def __init__(self, controller):
+        self._controller = controller
+
+    def __getattr__(self, name):
+        return getattr(self._controller, name)
+
+
+@pytest.mark.parametrize("make", [_cartpole_problem, _quantum_problem, _guidance_problem])
+def test_skipping_unused_input_cotangents_changes_no_bit(make, rng):
+    """Where the engine hands an optional-cotangent controller a ``dx`` without columns (M, S,
+    C's second sweep; a scalar control's unit cotangents under M and S), every mode's loss and
+    gradient are the bits of computing them all; with and without the unit cotangents."""
+    problem, theta, x0 = make(rng)
+    theta = theta + 0.3 * rng.standard_normal(theta.size)
+    assert problem.controller.input_cotangent_optional
+    every, _, _ = make(rng)
+    every.controller = _EveryInputCotangent(every.controller)
+    for unit in (True, False):
+        if not unit:
+            problem.unit_widths = every.unit_widths = np.zeros(0, np.int64)
+        for mode in "RMNSC":
+            skipped, computed = problem.gradient(theta, x0, mode), every.gradient(theta, x0, mode)
+            np.testing.assert_array_equal(skipped.grad, computed.grad, err_msg=mode)
+            assert skipped.loss == computed.loss
+
+
 @pytest.mark.parametrize("make", [_cartpole_problem, _quantum_problem])
 def test_unit_cotangents_give_each_sweeps_own_adjoint(make, rng):
     """With a scalar control the engine runs the controller's adjoint once, for unit control

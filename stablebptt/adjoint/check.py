@@ -175,7 +175,35 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
                              theta, rng, eps, tolerance, "c", "theta")
     if getattr(ctrl, "steps_as_rows", False):
         results += check_steps_as_rows(ctrl, prepared, x, rng, tolerance)
+    if getattr(ctrl, "input_cotangent_optional", False):
+        results += [check_input_cotangent_optional(ctrl, theta, x)]
+        if prepared is not theta:
+            results += [check_input_cotangent_optional(ctrl, prepared, x)]
     return results
+
+
+def check_input_cotangent_optional(ctrl, theta, x):
+    """What ``input_cotangent_optional = True`` claims (contract.py): ``vjp`` with a ``dx`` of no
+    columns stores the same layer cotangents as with a whole one, and writes nowhere else (the
+    memory around the empty ``dx`` is left as it was)."""
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    spec, batch = ctrl.spec, len(x)
+    acts = np.zeros(ctrl.acts_size(batch))
+    ctrl.forward(theta, spec, x, acts, 0, 1, np.zeros((batch, ctrl.n_outputs)))
+    # its own draws: the caller's generator feeds the finite-difference checks that follow
+    mu = np.random.default_rng(0).standard_normal((batch, ctrl.n_outputs))
+    whole, empty = np.zeros(ctrl.deltas_size(batch)), np.zeros(ctrl.deltas_size(batch))
+    ctrl.vjp(theta, spec, x, acts.copy(), 0, 1, mu, np.zeros_like(x), whole)
+    guard = np.full(batch * x.shape[1] + 2, 7.0)  # an empty dx inside memory that must stay
+    ctrl.vjp(theta, spec, x, acts.copy(), 0, 1, mu, guard[1:1].reshape(batch, 0), empty)
+    error = relative_error(empty, whole)
+    if np.any(guard != 7.0):
+        error = np.inf
+    name = f"{type(ctrl).__name__} input_cotangent_optional (vjp with a dx of no columns)"
+    return CheckResult(name, error, 1e-12, "" if error <= 1e-12 else
+                       "a dx without columns changes the layer cotangents or memory beyond it: "
+                       "remove input_cotangent_optional")
 
 
 def check_steps_as_rows(ctrl, theta, x, rng, tolerance=1e-6, n_steps=3):

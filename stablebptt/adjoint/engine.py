@@ -640,6 +640,8 @@ class Problem:
                 # one call on all steps (_bptt, _adjoint)
                 mus=np.zeros((n if keep_acts else 0, batch, self.sim.control_dim), dtype),
                 dxs=np.zeros((n if keep_acts else 0, batch, self.sim.state_dim), dtype),
+                # in place of dxs where the input cotangents go unused (gradient())
+                no_dxs=np.zeros((n if keep_acts else 0, batch, 0), dtype),
                 g=np.zeros(n_params, dtype),
                 g_m=np.zeros(n_params, dtype),
                 theta=np.zeros(n_theta, dtype),
@@ -744,6 +746,11 @@ class Problem:
 
         prepared = prepared_parameters(self.controller, theta)
         steps_as_rows = bool(getattr(self.controller, "steps_as_rows", False))
+        # dxs receive the controller's input cotangents of calls on all steps' rows: used only
+        # as the feedback of a scalar control's unit cotangents (R, C), else skipped if allowed
+        needs_dxs = (self.unit_widths.size > 0 and b != 0.0
+                     or not getattr(self.controller, "input_cotangent_optional", False))
+        dxs_key = "dxs" if needs_dxs else "no_dxs"
 
         def work(buf, weights, rho):
             g, g_m = buf["g"], buf["g_m"] if combined else buf["g_m"][:0]
@@ -752,7 +759,7 @@ class Problem:
             return k["bptt"](k["kernels"], buf["params"], buf["theta"], buf["spec"], weights, rho,
                              a, b, combined, steps_as_rows, self.unit_widths, buf["block_steps"],
                              buf["xs"], buf["cs"], buf["acts"], buf["deltas"], buf["deltas_m"], g,
-                             g_m, buf["mus"], buf["dxs"]), g, g_m
+                             g_m, buf["mus"], buf[dxs_key]), g, g_m
 
         chunks = self._chunked(prepared, x0, GRADIENT_CHUNK, True, work)
         physics = sum(losses[0] for losses, _, _ in chunks)

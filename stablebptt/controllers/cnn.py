@@ -129,11 +129,12 @@ def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     d1[:, :] = 0.0
     _windows_add_back(g_win2, p2, 3 * w, 2 * w, d1.reshape(batch, p1 * w))
     mul_tanh_derivative(d1, h1)
-    # first layer -> input
-    g_win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
-    matmul_bt_rows(d1, theta[k1:b1].reshape(6, w), g_win1)  # 6 outputs a row: faster than BLAS
-    dx[:, :] = 0.0
-    _windows_add_back(g_win1, p1, 6, 4, dx)
+    # first layer -> input, unless the caller needs no input cotangent (dx without columns)
+    if dx.shape[1] > 0:
+        g_win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
+        matmul_bt_rows(d1, theta[k1:b1].reshape(6, w), g_win1)  # 6 outputs a row: faster than BLAS
+        dx[:, :] = 0.0
+        _windows_add_back(g_win1, p1, 6, 4, dx)
 
 
 @kernel(param_grad_sig)
@@ -236,6 +237,7 @@ class CNN(FlatParameters):
     zero_last: bool = False
 
     steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
+    input_cotangent_optional = True  # vjp computes no dx for a dx without columns
     forward = staticmethod(cnn_forward)
     vjp = staticmethod(cnn_vjp)
     param_grad = staticmethod(cnn_param_grad)

@@ -101,7 +101,8 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     copy_matrix(mu, delta)
     for k in range(n_layers, 0, -1):
         if k == 1:
-            _times_kernel_t(theta, spec, k, delta, dx)
+            if dx.shape[1] > 0:  # no columns: the caller needs no input cotangent
+                _times_kernel_t(theta, spec, k, delta, dx)
             break
         # cotangent of the previous layer's pre-activation: (delta W^T) * (1 - h^2)
         n_in = spec[1 + k]
@@ -221,6 +222,7 @@ class MLP(FlatParameters):
             raise ValueError(f"MLP depth must be >= 0, got {self.depth}")
 
     steps_as_rows = True  # step n's samples are rows n*B..(n+1)*B of every buffer block
+    input_cotangent_optional = True  # vjp computes no dx for a dx without columns
     forward = staticmethod(mlp_forward)
     vjp = staticmethod(mlp_vjp)
     param_grad = staticmethod(mlp_param_grad)
