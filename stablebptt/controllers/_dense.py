@@ -167,18 +167,20 @@ def mul_tanh_derivative(delta, h):
 # transposed kernels of prepared parameters (a controller's ``prepare``, see contract.py);
 # ``a @ b.T`` serves the adjoints called with plain parameters: vectorised dot products up to
 # SMALL_ROWS rows and BLAS beyond, where BLAS is faster. Parameter gradients ``a.T @ b`` sum in
-# slices of rows.
+# slices of rows. The helpers that reach the register blocks are inlined into the kernels that
+# call them (``inline="always"``), so that no wrapper adds a level at which the blocks' code is
+# optimised again (see ``_fma_tile.fma_matmul``).
 
 SMALL_ROWS = 16
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def matmul(a, b, out):
     """``out = a @ b``: :func:`affine` without a bias."""
     affine(a, b, out.ravel()[:0], out)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def affine(a, b, bias, out):
     """``out = a @ b + bias`` (C-contiguous ``b``, ``bias`` and ``out``; an empty ``bias`` adds
     nothing): register-blocked FMA chains, in order over ``k``, the bias added as they are stored
@@ -261,7 +263,7 @@ def _at_times_column(a, b, product):
 GRADIENT_SLICE_ROWS = 64
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def add_matmul_at(a, b, out):
     """``out += (a.T @ b).ravel()`` (C-contiguous ``a``, ``b``): a layer's kernel gradient from its
     inputs ``a`` and cotangents ``b`` over many rows, added into its slice ``out`` of the flat
