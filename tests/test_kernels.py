@@ -176,6 +176,29 @@ def test_check_detects_a_wrong_adjoint(rng):
     assert not any(r.ok for r in results)
 
 
+def test_dot_product_check_is_relative_to_its_terms():
+    """A correct adjoint passes when the random vectors make <J v, w> cancel to ~0 (the error of
+    the differences scales with the terms, not with their sum); a wrong one still fails."""
+    from stablebptt.adjoint import check_vjp
+
+    class Draws:  # hands check_vjp the vectors v and w in turn
+        def __init__(self, *vectors):
+            self.vectors = list(vectors)
+
+        def standard_normal(self, shape):
+            return self.vectors.pop(0).reshape(shape)
+
+    x = np.array([0.3, -1.1])
+    v = np.array([1.0, 1.0])
+    w = np.array([np.cos(x[1]), -np.cos(x[0])])  # <diag(cos x) v, w> = 0
+    right, = [r for r in check_vjp("sin", np.sin, lambda u: np.cos(x) * u, x, Draws(v, w))
+              if "dot product" in r.name]
+    assert right.ok, right.error
+    wrong, = [r for r in check_vjp("sin", np.sin, lambda u: np.cos(x) * u * [1.0, 1.001], x,
+                                   Draws(v, w)) if "dot product" in r.name]
+    assert not wrong.ok and wrong.error > 1e-4
+
+
 @pytest.mark.parametrize("poles", [1, 3])
 def test_cartpole_step_matches_reference_equations(poles):
     sim = CartPole(poles=poles, dt=0.01)
