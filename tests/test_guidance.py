@@ -122,11 +122,13 @@ def test_learning_brings_evaders_to_the_target(tmp_path):
 
 def test_cli_guidance_run_and_gradcheck(tmp_path):
     done = subprocess.run([sys.executable, "-m", "stablebptt", "run", "guidance", "--drivers", "1",
-                           "--evaders", "2", "--regularization", "0.1", "--target-x", "0.5", "--target-y=-0.5",
+                           "--evaders", "2", "--regularization", "0.1", "--target-x", "0.5",
+                           "--target-y=-0.5",
                            "--epochs", "1", "--n-data", "16", "--width", "8", "--quiet",
                            "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    record = read_run(tmp_path / "guidance_d1e2_rho0.1_target0.5,-0.5_C_clip-norm_lr0.001_bs8_s42_n-data16_width8.h5")
+    record = read_run(tmp_path / ("guidance_d1e2_rho0.1_target0.5,-0.5_C_clip-norm_lr0.001_bs8_s42"
+                                  "_n-data16_width8.h5"))
     cfg = record.config
     assert (cfg.drivers, cfg.evaders, cfg.rho, cfg.target_x, cfg.target_y) == (1, 2, 0.1, 0.5, -0.5)
     check = subprocess.run([sys.executable, "-m", "stablebptt", "gradcheck", "guidance"],

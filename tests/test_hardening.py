@@ -251,7 +251,8 @@ def test_sweep_over_rho_on_cartpole_and_name_with_suffix(tmp_path):
 
 def test_float64_and_float32_runs_live_side_by_side(tmp_path):
     for dtype in ("float32", "float64"):
-        assert main(["run", "cartpole", *TINY, "--epochs", "1", "--dtype", dtype, "--out", str(tmp_path)]) == 0
+        assert main(["run", "cartpole", *TINY, "--epochs", "1", "--dtype", dtype,
+                     "--out", str(tmp_path)]) == 0
     assert len(os.listdir(tmp_path)) == 2
 
 
@@ -272,8 +273,8 @@ def test_a_second_writer_of_the_same_run_is_refused(tmp_path):
     finally:
         first.kill()
         first.communicate()
-    resumed = _cli("run", "--resume", str(tmp_path / "x.h5"), "--epochs", str(_epochs_in(tmp_path / "x.h5") + 1),
-                   "--quiet")
+    resumed = _cli("run", "--resume", str(tmp_path / "x.h5"),
+                   "--epochs", str(_epochs_in(tmp_path / "x.h5") + 1), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     # a temporary file that the SIGKILL may have left mid-write is removed by the next writer
     assert sorted(os.listdir(tmp_path)) == ["x.h5"]
@@ -282,7 +283,8 @@ def test_a_second_writer_of_the_same_run_is_refused(tmp_path):
 def test_a_file_open_for_writing_elsewhere_is_reported_as_locked(run_file, tmp_path):
     path = tmp_path / "r.h5"
     path.write_bytes(run_file.read_bytes())
-    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a');"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a');"
                                " print('open', flush=True); time.sleep(60)", str(path)],
                               stdout=subprocess.PIPE, text=True)
     try:

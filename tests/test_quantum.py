@@ -102,7 +102,8 @@ def test_eigenstates_are_orthonormal_and_stationary():
     assert sim.loss(sim.params, x) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("weighting,w", [("1-1", (1, 1)), ("3-1", (3, 1)), ("7-1", (7, 1)), ("15-1", (15, 1))])
+@pytest.mark.parametrize("weighting,w",
+                         [("1-1", (1, 1)), ("3-1", (3, 1)), ("7-1", (7, 1)), ("15-1", (15, 1))])
 def test_sampler_reproduces_reference_data(weighting, w):
     sim = Quantum(weighting=weighting)
     train, test = sim.datasets(256, np.random.RandomState(42))
@@ -171,7 +172,8 @@ def test_cli_quantum_options_and_gradcheck(tmp_path):
                            "--epochs", "1", "--n-data", "16", "--quiet", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    record = read_run(tmp_path / "quantum_ts4_w3-1_nx16_C_clip-norm_lr0.001_bs8_s42_n-data16_width4_steps8.h5")
+    record = read_run(tmp_path / ("quantum_ts4_w3-1_nx16_C_clip-norm_lr0.001_bs8_s42_n-data16"
+                                  "_width4_steps8.h5"))
     assert (record.config.target_state, record.config.weighting, record.config.nx) == (4, "3-1", 16)
     assert record.train.shape == (16, 32)
     bad = subprocess.run([sys.executable, "-m", "stablebptt", "run", "quantum", "--weighting", "2-1",

@@ -26,7 +26,8 @@ class Mode(enum.Enum):
     @property
     def path_weights(self):
         """``(a, b)`` of the backward recursion; COMBINED runs REGULAR and MODIFIED together."""
-        return {"R": (1.0, 1.0), "M": (1.0, 0.0), "N": (0.0, 1.0), "S": (0.0, 0.0), "C": (1.0, 1.0)}[self.value]
+        return {"R": (1.0, 1.0), "M": (1.0, 0.0), "N": (0.0, 1.0), "S": (0.0, 0.0),
+                "C": (1.0, 1.0)}[self.value]
 
 
 _ALIASES = {
@@ -39,7 +40,8 @@ _ALIASES = {
 
 
 def parse_mode(name):
-    """A :class:`Mode` from a paper name (regular, ...), paper letter (R M N S C) or reference letter (F P)."""
+    """A :class:`Mode` from a paper name (regular, ...), paper letter (R M N S C) or reference
+    letter (F P)."""
     if isinstance(name, Mode):
         return name
     try:

@@ -356,7 +356,8 @@ def cmd_sweep(args):
         if args.optimizer is not None:
             raise UsageError("give --optimizer (one for all runs) or --optimizers (an axis), not both")
         axes["optimizer"] = args.optimizers
-    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,), **_settings(args, _SETTINGS, task_options=False))
+    configs = expand_grid(args.task, axes, seeds=args.seeds or (None,),
+                          **_settings(args, _SETTINGS, task_options=False))
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if not args.log_every > 0:
@@ -402,14 +403,16 @@ def cmd_inspect(args):
     print(f"file:     {args.file}")
     print(f"status:   {record.status}, {record.epochs_done} of {cfg.epochs} epochs"
           + (f", checkpoint at epoch {record.checkpoint.epoch}" if record.checkpoint else "")
-          + (f", NaN/inf at epoch {record.attrs['diverged_epoch']}" if "diverged_epoch" in record.attrs else ""))
+          + (f", NaN/inf at epoch {record.attrs['diverged_epoch']}"
+             if "diverged_epoch" in record.attrs else ""))
     print("config:   " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
     print("versions: " + " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.attrs.items()
                                   if k.startswith("version.")))
     test = record.metrics["test_loss"]
     if len(test):
         best = int(np.argmin(test))
-        print(f"test loss: first {test[0]:.6g}, last {test[-1]:.6g}, best {test[best]:.6g} (epoch {best + 1})")
+        print(f"test loss: first {test[0]:.6g}, last {test[-1]:.6g}, best {test[best]:.6g} "
+              f"(epoch {best + 1})")
         print(f"time per epoch: {np.mean(record.metrics['wall_time']):.4g} s "
               f"(updates {np.mean(record.metrics['epoch_time']):.4g} s)")
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in record.params_final.items())

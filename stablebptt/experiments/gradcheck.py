@@ -66,7 +66,8 @@ def format_table(results):
     width = max(len(r.name) for r in results)
     lines = [f"{'check'.ljust(width)}  {'max rel error':>13}  {'tolerance':>9}  result"]
     for r in results:
-        lines.append(f"{r.name.ljust(width)}  {r.error:13.2e}  {r.tolerance:9.0e}  {'ok' if r.ok else 'FAIL'}")
+        verdict = "ok" if r.ok else "FAIL"
+        lines.append(f"{r.name.ljust(width)}  {r.error:13.2e}  {r.tolerance:9.0e}  {verdict}")
         if not r.ok and r.detail:
             lines.append(f"    {r.detail}")
     failed = sum(not r.ok for r in results)

@@ -41,7 +41,8 @@ METRIC_HELP = {
     "batch_physics_loss": "batch_loss without the control regulariser rho mean(c^2)",
     "train_physics_loss": "train_loss without the control regulariser",
     "test_physics_loss": "test_loss without the control regulariser",
-    "grad_size": "mean over batches of the squared L2 norm of the gradient handed to the optimiser, before clipping",
+    "grad_size": "mean over batches of the squared L2 norm of the gradient handed to the optimiser, "
+                 "before clipping",
     "cosine_similarity": "mean over batches of cos(g_M, g_R) (combined mode only, else 0)",
     "epoch_time": "seconds spent in the epoch's updates (as the reference times it)",
     "wall_time": "seconds for the whole epoch, evaluation included",

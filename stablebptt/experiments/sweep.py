@@ -225,7 +225,8 @@ class SweepDisplay:
             return
         if self.tty:
             self.stream.write("\r" + " " * 120 + "\r")
-        loss = f", final test loss {outcome.final_test_loss:.5g}" if outcome.final_test_loss == outcome.final_test_loss else ""
+        finite = outcome.final_test_loss == outcome.final_test_loss  # not NaN
+        loss = f", final test loss {outcome.final_test_loss:.5g}" if finite else ""
         self.stream.write(f"[{self.done}/{self.total}] {outcome.name}: {outcome.status}"
                           f"{' (' + outcome.message + ')' if outcome.message else ''}{loss}\n")
         if self.tty:
