@@ -270,3 +270,37 @@ def test_float64_tanh_is_within_two_ulp_of_libm():
     z = np.array([[np.nan, 1.0]])
     tanh_in_place(z)
     assert np.isnan(z[0, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_as_matrix_is_reshape_without_copy(dtype, rng):
+    from stablebptt.controllers._views import as_matrix
+
+    flat = rng.standard_normal(60).astype(dtype)
+    view = as_matrix(flat[12:48], 4, 9)
+    np.testing.assert_array_equal(view, flat[12:48].reshape(4, 9))
+    assert view.flags.c_contiguous and np.shares_memory(view, flat)
+    np.testing.assert_array_equal(as_matrix(view, 2, 18), flat[12:48].reshape(2, 18))
+    with pytest.raises(ValueError, match="rows \\* cols"):
+        as_matrix(flat, 7, 9)
+
+
+def test_bias_gradient_sums_a_column_in_order_over_its_rows(rng):
+    """The sum's order must not depend on what the caller's view tells LLVM about its strides:
+    a single column seen as contiguous must not become a reordered vector reduction."""
+    from numba import njit
+
+    from stablebptt.controllers._dense import add_column_sums
+    from stablebptt.controllers._views import as_matrix
+
+    @njit
+    def column_sum(flat, out):
+        add_column_sums(as_matrix(flat, flat.size, 1), out)
+
+    flat = (rng.standard_normal(1000) * 10.0 ** rng.integers(-4, 4, 1000)).astype(np.float32)
+    out = np.zeros(1, np.float32)
+    column_sum(flat, out)
+    in_order = np.float32(0)
+    for value in flat:
+        in_order = np.float32(in_order + value)
+    assert out[0] == in_order

@@ -139,9 +139,12 @@ def copy_matrix(source, out):
             out[i, j] = source[i, j]
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def add_column_sums(delta, out):
-    """``out += delta.sum(axis=0)``: the gradient of a bias from its layer's cotangents."""
+    """``out += delta.sum(axis=0)``: the gradient of a bias from its layer's cotangents, each
+    column summed in order over the rows. (No ``reassoc``: the loop over columns vectorises
+    without it, and with it a single column whose stride LLVM can see became a reordered
+    vector reduction, its bits depending on how the caller made the view.)"""
     for i in range(delta.shape[0]):
         for j in range(delta.shape[1]):
             out[j] += delta[i, j]

@@ -30,6 +30,7 @@ from ._fma_tile import fma_affine
 from ._dense import (add_column_sums, add_matmul_at, affine, copy_matrix, matmul, matmul_bt_rows,
                      mul_tanh_derivative, tanh_in_place)
 from ._params import FlatParameters, glorot_uniform
+from ._views import as_matrix
 
 
 @sample_kernel
@@ -84,7 +85,7 @@ def _windows_view(source, n_out, width, stride):
 def _scratch(acts, rows, p1, p2, w, n_rows, n_cols):
     """An ``(n_rows, n_cols)`` view of the scratch region that follows H1 and H2 in ``acts``."""
     start = rows * (p1 + p2) * w
-    return acts[start:start + n_rows * n_cols].reshape(n_rows, n_cols)
+    return as_matrix(acts[start:start + n_rows * n_cols], n_rows, n_cols)
 
 
 @kernel(forward_sig)
@@ -92,15 +93,15 @@ def cnn_forward(theta, spec, x, acts, n, nsteps, c):
     nx, w, bias, p1, p2, k1, b1, k2, b2, k3, b3 = cnn_layout(spec)
     batch = x.shape[0]
     rows = nsteps * batch
-    h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    fma_affine(_windows_view(x, p1, 6, 4), theta[k1:b1].reshape(6, w), theta[b1:k2], h1)
+    h1 = as_matrix(acts[n * batch * p1 * w:(n + 1) * batch * p1 * w], batch * p1, w)
+    fma_affine(_windows_view(x, p1, 6, 4), as_matrix(theta[k1:b1], 6, w), theta[b1:k2], h1)
     tanh_in_place(h1)
     off2 = rows * p1 * w
-    h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    fma_affine(_windows_view(h1.reshape(batch, p1 * w), p2, 3 * w, 2 * w),
-               theta[k2:b2].reshape(3 * w, w), theta[b2:k3], h2)
+    h2 = as_matrix(acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w], batch * p2, w)
+    fma_affine(_windows_view(as_matrix(h1, batch, p1 * w), p2, 3 * w, 2 * w),
+               as_matrix(theta[k2:b2], 3 * w, w), theta[b2:k3], h2)
     tanh_in_place(h2)
-    affine(h2.reshape(batch, p2 * w), theta[k3:b3].reshape(p2 * w, 1), theta[b3:b3 + bias], c)
+    affine(as_matrix(h2, batch, p2 * w), as_matrix(theta[k3:b3], p2 * w, 1), theta[b3:b3 + bias], c)
 
 
 @kernel(vjp_sig)
@@ -110,29 +111,29 @@ def cnn_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     rows = nsteps * batch
     off2 = rows * p1 * w
     off3 = off2 + rows * p2 * w
-    h1 = acts[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    h2 = acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    d1 = deltas[n * batch * p1 * w:(n + 1) * batch * p1 * w].reshape(batch * p1, w)
-    d2 = deltas[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w].reshape(batch * p2, w)
-    d3 = deltas[off3 + n * batch:off3 + (n + 1) * batch].reshape(batch, 1)
+    h1 = as_matrix(acts[n * batch * p1 * w:(n + 1) * batch * p1 * w], batch * p1, w)
+    h2 = as_matrix(acts[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w], batch * p2, w)
+    d1 = as_matrix(deltas[n * batch * p1 * w:(n + 1) * batch * p1 * w], batch * p1, w)
+    d2 = as_matrix(deltas[off2 + n * batch * p2 * w:off2 + (n + 1) * batch * p2 * w], batch * p2, w)
+    d3 = as_matrix(deltas[off3 + n * batch:off3 + (n + 1) * batch], batch, 1)
     copy_matrix(mu, d3)
     # dense -> second layer: d2 = (mu W3^T) * (1 - h2^2); W3 (p2 w, 1) has the memory of W3^T
-    matmul(mu, theta[k3:b3].reshape(1, p2 * w), d2.reshape(batch, p2 * w))
+    matmul(mu, as_matrix(theta[k3:b3], 1, p2 * w), as_matrix(d2, batch, p2 * w))
     mul_tanh_derivative(d2, h2)
     # second layer -> first: windows' cotangents added back, then * (1 - h1^2)
     g_win2 = _scratch(acts, rows, p1, p2, w, batch * p2, 3 * w)
     if theta.size > b3 + bias:  # prepared parameters: W2^T follows them (CNN.prepare)
         t2 = b3 + bias
-        matmul(d2, theta[t2:t2 + 3 * w * w].reshape(w, 3 * w), g_win2)
+        matmul(d2, as_matrix(theta[t2:t2 + 3 * w * w], w, 3 * w), g_win2)
     else:
-        np.dot(d2, theta[k2:b2].reshape(3 * w, w).T, g_win2)
+        np.dot(d2, as_matrix(theta[k2:b2], 3 * w, w).T, g_win2)
     d1[:, :] = 0.0
-    _windows_add_back(g_win2, p2, 3 * w, 2 * w, d1.reshape(batch, p1 * w))
+    _windows_add_back(g_win2, p2, 3 * w, 2 * w, as_matrix(d1, batch, p1 * w))
     mul_tanh_derivative(d1, h1)
     # first layer -> input, unless the caller needs no input cotangent (dx without columns)
     if dx.shape[1] > 0:
         g_win1 = _scratch(acts, rows, p1, p2, w, batch * p1, 6)
-        matmul_bt_rows(d1, theta[k1:b1].reshape(6, w), g_win1)  # 6 outputs a row: faster than BLAS
+        matmul_bt_rows(d1, as_matrix(theta[k1:b1], 6, w), g_win1)  # 6 outputs a row: faster than BLAS
         dx[:, :] = 0.0
         _windows_add_back(g_win1, p1, 6, 4, dx)
 
@@ -143,11 +144,11 @@ def cnn_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
     rows = xs.shape[0]
     off2 = rows * p1 * w
     off3 = off2 + rows * p2 * w
-    h1 = acts[:off2].reshape(rows, p1 * w)
-    h2 = acts[off2:off3].reshape(rows, p2 * w)
-    d1 = deltas[:off2].reshape(rows * p1, w)
-    d2 = deltas[off2:off3].reshape(rows * p2, w)
-    d3 = deltas[off3:off3 + rows].reshape(rows, 1)
+    h1 = as_matrix(acts[:off2], rows, p1 * w)
+    h2 = as_matrix(acts[off2:off3], rows, p2 * w)
+    d1 = as_matrix(deltas[:off2], rows * p1, w)
+    d2 = as_matrix(deltas[off2:off3], rows * p2, w)
+    d3 = as_matrix(deltas[off3:off3 + rows], rows, 1)
     win1 = _scratch(acts, rows, p1, p2, w, rows * p1, 6)
     _windows(xs, p1, 6, 4, win1)
     add_matmul_at(win1, d1, g[k1:b1])

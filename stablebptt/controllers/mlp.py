@@ -20,6 +20,7 @@ from ..contract import forward_sig, kernel, param_grad_sig, sample_kernel, vjp_s
 from ._dense import (add_column_sums, add_matmul_at, affine, copy_matrix, matmul, matmul_bt,
                      mul_tanh_derivative, tanh_in_place)
 from ._params import FlatParameters, glorot_uniform
+from ._views import as_matrix
 
 
 @sample_kernel
@@ -59,10 +60,10 @@ def _times_kernel_t(theta, spec, layer, delta, out):
     n_out = spec[2 + layer]
     if theta.size > _param_offset(spec, spec[0] + 1):
         t0 = _transposed_offset(spec, layer)
-        matmul(delta, theta[t0:t0 + n_out * n_in].reshape(n_out, n_in), out)
+        matmul(delta, as_matrix(theta[t0:t0 + n_out * n_in], n_out, n_in), out)
     else:
         p0 = _param_offset(spec, layer)
-        matmul_bt(delta, theta[p0:p0 + n_in * n_out].reshape(n_in, n_out), out)
+        matmul_bt(delta, as_matrix(theta[p0:p0 + n_in * n_out], n_in, n_out), out)
 
 
 @kernel(forward_sig)
@@ -76,10 +77,10 @@ def mlp_forward(theta, spec, x, acts, n, nsteps, c):
         n_in = spec[1 + k]
         n_out = spec[2 + k]
         p0 = _param_offset(spec, k)
-        kernel = theta[p0:p0 + n_in * n_out].reshape(n_in, n_out)
+        kernel = as_matrix(theta[p0:p0 + n_in * n_out], n_in, n_out)
         if k < n_layers:
             a0 = _work_offset(spec, k, rows) + n * batch * n_out
-            out = acts[a0:a0 + batch * n_out].reshape(batch, n_out)
+            out = as_matrix(acts[a0:a0 + batch * n_out], batch, n_out)
         else:
             out = c
         bias = theta[p0 + n_in * n_out:p0 + n_in * n_out + use_bias * n_out]  # empty: none
@@ -97,7 +98,7 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
     # output layer is linear: its pre-activation cotangent is mu itself
     n_out = spec[2 + n_layers]
     d0 = _work_offset(spec, n_layers, rows) + n * batch * n_out
-    delta = deltas[d0:d0 + batch * n_out].reshape(batch, n_out)
+    delta = as_matrix(deltas[d0:d0 + batch * n_out], batch, n_out)
     copy_matrix(mu, delta)
     for k in range(n_layers, 0, -1):
         if k == 1:
@@ -107,8 +108,8 @@ def mlp_vjp(theta, spec, x, acts, n, nsteps, mu, dx, deltas):
         # cotangent of the previous layer's pre-activation: (delta W^T) * (1 - h^2)
         n_in = spec[1 + k]
         a0 = _work_offset(spec, k - 1, rows) + n * batch * n_in
-        h = acts[a0:a0 + batch * n_in].reshape(batch, n_in)
-        prev = deltas[a0:a0 + batch * n_in].reshape(batch, n_in)
+        h = as_matrix(acts[a0:a0 + batch * n_in], batch, n_in)
+        prev = as_matrix(deltas[a0:a0 + batch * n_in], batch, n_in)
         _times_kernel_t(theta, spec, k, delta, prev)
         mul_tanh_derivative(prev, h)
         delta = prev
@@ -125,12 +126,12 @@ def mlp_param_grad(theta, spec, xs, acts, deltas, nsteps, g):
         n_out = spec[2 + k]
         p0 = _param_offset(spec, k)
         d0 = _work_offset(spec, k, rows)
-        delta = deltas[d0:d0 + rows * n_out].reshape(rows, n_out)
+        delta = as_matrix(deltas[d0:d0 + rows * n_out], rows, n_out)
         add_matmul_at(h_prev, delta, g[p0:p0 + n_in * n_out])
         if use_bias:
             add_column_sums(delta, g[p0 + n_in * n_out:p0 + n_in * n_out + n_out])
         if k < n_layers:
-            h_prev = acts[d0:d0 + rows * n_out].reshape(rows, n_out)
+            h_prev = as_matrix(acts[d0:d0 + rows * n_out], rows, n_out)
 
 
 # ---- the per-sample twins of the batch (BLAS) kernels above, for the GPU path ----
