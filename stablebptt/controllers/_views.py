@@ -16,7 +16,9 @@ from numba.np.arrayobj import make_array, populate_array
 
 @intrinsic
 def _c_matrix(typingctx, array, rows, cols):
-    if not (isinstance(array, types.Array) and array.layout == "C"):
+    """The ``(rows, cols)`` view of a C-contiguous array's data; sizes unchecked (``as_matrix``)."""
+    if not (isinstance(array, types.Array) and array.layout == "C"
+            and isinstance(rows, types.Integer) and isinstance(cols, types.Integer)):
         return None
     matrix = array.copy(ndim=2, layout="C")
 
