@@ -1,4 +1,5 @@
-"""Element-wise layer kernels: bias and tanh that LLVM can vectorise.
+"""The layers' kernels: a tanh that LLVM can vectorise and its derivative, bias gradients, and
+the per-step matrix products (see the section on them below).
 
 libm's ``tanh`` is scalar; in float32 a rational approximation that vectorises is ~8x faster and
 as accurate as float32 allows, and in float64 a branch-free tanh built on a hand-written exp
