@@ -118,7 +118,10 @@ def guidance_step_one(p, x, c, x_next, work):
 
 
 @sample_kernel
-def guidance_step_vjp_one(p, x, c, lam_next, dx, dc, work):
+def guidance_step_vjp_one(p, x, c, lam_next, dx_out, dc, work):
+    """``work`` accumulates the state cotangent in float64 (a float32 ``dx_out`` would be
+    converted and rounded at each of the pair forces' additions), copied out at the end."""
+    dx = work[:x.shape[0]]
     dt = p[_DT]
     n_dr = int(p[_N_DRIVERS])
     n_agents = x.shape[0] // 4
@@ -166,6 +169,8 @@ def guidance_step_vjp_one(p, x, c, lam_next, dx, dc, work):
             if i != k:
                 _pair_force_vjp_scatter(FLOCK, x, dx, i, k, p[_C_FLOCK] * gax,
                                         p[_C_FLOCK] * gay, eps, d_flock)
+    for s in range(x.shape[0]):
+        dx_out[s] = dx[s]
 
 
 @sample_kernel
@@ -201,7 +206,7 @@ def guidance_step(p, x, c, x_next):
 
 @kernel(step_vjp_sig)
 def guidance_step_vjp(p, x, c, lam_next, dx, dc):
-    work = np.empty(0)
+    work = np.empty(x.shape[1])
     for b in range(x.shape[0]):
         guidance_step_vjp_one(p, x[b], c[b], lam_next[b], dx[b], dc[b], work)
 
@@ -268,8 +273,9 @@ class Guidance:
 
     @property
     def work_size(self):
-        """Per-sample scratch of ``step_one``: the agents' accelerations."""
-        return 2 * (self.drivers + self.evaders)
+        """Per-sample scratch: the agents' accelerations (``step_one``), the state cotangent
+        (``step_vjp_one``)."""
+        return self.state_dim
 
     @property
     def params(self):
