@@ -14,6 +14,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._fma_tile import fma_affine, fma_matmul
+from ._views import as_matrix
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -191,7 +192,7 @@ def affine(a, b, bias, out):
     (``fma_affine``); a single output column (an output layer) as one vectorised dot product per
     row, then its bias."""
     if b.shape[1] == 1:
-        matmul_bt_rows(a, b.reshape(1, b.shape[0]), out)
+        matmul_bt_rows(a, as_matrix(b, 1, b.shape[0]), out)
         if bias.size > 0:
             for i in range(out.shape[0]):
                 out[i, 0] += bias[0]
