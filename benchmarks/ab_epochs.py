@@ -29,7 +29,7 @@ import time
 def worker():
     """Reads ``task poles mode dtype`` lines; trains one epoch of that run (built and warmed up on
     first use) and answers with its time in seconds."""
-    from stablebptt.experiments import Trainer, preset
+    from stablebptt import Trainer, preset
 
     trainers = {}
     folder = tempfile.mkdtemp()

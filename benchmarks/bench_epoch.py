@@ -25,8 +25,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from stablebptt.experiments import Trainer, preset
-from stablebptt.experiments.presets import build_task
+from stablebptt import Trainer, preset
+from stablebptt.train.build import build_task
 
 MODES = ("R", "M", "C", "S")
 VARIANTS = {"cartpole": [("1 pole", dict(poles=1)), ("4 poles", dict(poles=4))],
@@ -116,7 +116,7 @@ def time_epochs(configs, repeats, folder, threads=None):
 def first_epoch_seconds(task):
     """Process start to the end of the first epoch, with the Numba cache warm (run it twice)."""
     code = ("import time; t=time.perf_counter();"
-            "from stablebptt.experiments import Trainer, preset;"
+            "from stablebptt import Trainer, preset;"
             "import os, tempfile; d=tempfile.mkdtemp(); p=os.path.join(d, 'run.h5');"
             f"tr=Trainer.new(preset('{task}', mode='R', epochs=1), p);"
             "tr.train_epoch(); tr.close();"

@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--width", type=int, default=110, help="characters per name")
     args = parser.parse_args()
 
-    from stablebptt.experiments.cli import main as cli
+    from stablebptt.cli import main as cli
 
     times = CompileTimes()
     event.register("numba:compile", times)

@@ -15,8 +15,8 @@ import itertools
 from threadpoolctl import threadpool_limits
 
 from bench_epoch import gemm_peak, matmul_shapes
-from stablebptt.experiments import preset
-from stablebptt.experiments.presets import build_task
+from stablebptt import preset
+from stablebptt.train.build import build_task
 from stablebptt.tasks import get_task
 
 PAPER_TASKS = ("cartpole", "guidance", "quantum")

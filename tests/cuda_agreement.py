@@ -17,7 +17,7 @@ from stablebptt.adjoint import Problem  # noqa: E402
 from stablebptt.adjoint.check import kernel_outputs, named_outputs, relative_error  # noqa: E402
 from stablebptt.contract import SAMPLE_CONTROLLER_KERNELS, SAMPLE_SIMULATOR_KERNELS  # noqa: E402
 from stablebptt.cuda.engine import CudaProblem, device_function  # noqa: E402
-from stablebptt.experiments.gradcheck import small_runs  # noqa: E402
+from stablebptt.train.gradcheck import small_runs  # noqa: E402
 from stablebptt.tasks import all_tasks, load_task  # noqa: E402
 
 BATCH = 3

@@ -7,7 +7,7 @@ import sys
 import h5py
 import pytest
 
-from stablebptt.experiments.cli import main
+from stablebptt.cli import main
 
 SMALL = ["--poles", "1", "--width", "8", "--steps", "10", "--n-data", "16", "--batch-size", "8",
          "--epochs", "2", "--quiet"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from stablebptt.cuda import cuda_available
-from stablebptt.experiments import read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.gradcheck import small_runs
+from stablebptt import read_run
+from stablebptt.cli import main
+from stablebptt.train.gradcheck import small_runs
 from stablebptt.tasks import all_tasks, load_task, task_names
 
 HERE = Path(__file__).parent

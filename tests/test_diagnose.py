@@ -6,10 +6,10 @@ import pytest
 
 from stablebptt.adjoint.engine import Problem
 from stablebptt.adjoint.flow import GradientFlow, log_spaced_horizons
-from stablebptt.experiments import Trainer, preset, read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.diagnose import diagnose, read_diagnosis, reading
-from stablebptt.experiments.gradcheck import small_runs
+from stablebptt import Trainer, preset, read_run
+from stablebptt.cli import main
+from stablebptt.train.diagnose import diagnose, read_diagnosis, reading
+from stablebptt.train.gradcheck import small_runs
 from stablebptt.tasks import all_tasks, get_task
 
 EPS = 1e-6
@@ -138,7 +138,7 @@ def test_log_spaced_horizons():
 
 def test_reading_names_what_the_numbers_show(rng):
     config = preset("cartpole", n_steps=30, width=8, dtype="float64")
-    from stablebptt.experiments.presets import build_task, initial_parameters
+    from stablebptt.train.build import build_task, initial_parameters
 
     task = build_task(config)
     theta, _ = initial_parameters(config, task.controller)
@@ -261,7 +261,7 @@ def test_reading_of_an_exactly_zero_network_path():
 
 
 def test_diagnose_a_float64_run_at_its_exact_parameters(tmp_path, capsys):
-    from stablebptt.experiments.presets import build_task
+    from stablebptt.train.build import build_task
 
     config = preset("cartpole", n_steps=8, width=6, epochs=2, n_data=16, dtype="float64")
     run = str(tmp_path / "run.h5")
@@ -287,8 +287,8 @@ def test_lyapunov_exponent_of_a_neutral_map_is_zero():
 
 
 def test_a_diverging_trajectory_is_read_not_raised(tmp_path):
-    from stablebptt.experiments.diagnose import run_diagnosis
-    from stablebptt.experiments.presets import build_task, initial_parameters
+    from stablebptt.cli.outputs import run_diagnosis
+    from stablebptt.train.build import build_task, initial_parameters
 
     config = preset("cartpole", n_steps=30, width=8, zero_last=False, dtype="float64")
     task = build_task(config)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from stablebptt.adjoint.flow import lyapunov_exponent, separation_exponent
-from stablebptt.experiments import Trainer, preset, read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.gradcheck import format_table, gradcheck_task
+from stablebptt import Trainer, preset, read_run
+from stablebptt.cli import main
+from stablebptt.train.gradcheck import format_table, gradcheck_task
 from stablebptt.tasks import register
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

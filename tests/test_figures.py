@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stablebptt.experiments import Trainer, preset
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.toy import RotationToy, toy_figures
+from stablebptt import Trainer, preset
+from stablebptt.cli import main
+from stablebptt.train.toy import RotationToy
 
 SMALL = {
     "cartpole": dict(n_steps=10, width=8),
@@ -78,7 +78,15 @@ def test_toy_adam_converges_on_the_gradient_field_only():
 
 
 def test_toy_figures(tmp_path):
-    paths = toy_figures(tmp_path, iterations=20, resolution=9)
+    from matplotlib.figure import Figure
+
+    from stablebptt.cli.outputs import save_figures
+    from stablebptt.plots import toy_figures
+
+    figures = toy_figures(iterations=20, resolution=9)
+    assert sorted(figures) == ["figure1_toy", "figure2_toy"]
+    assert all(isinstance(fig, Figure) for fig in figures.values())
+    paths = save_figures(figures, tmp_path, dpi=60)
     assert len(paths) == 4
     for path in paths:
         if path.endswith(".png"):
@@ -102,7 +110,7 @@ def test_figure3_style_plain_ticks_and_the_papers_range():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stablebptt.experiments.paper import _paper_range, _plain_log_ticks
+    from stablebptt.plots.paper import _paper_range, _plain_log_ticks
     from stablebptt.tasks import get_task
 
     guidance = get_task("guidance")
@@ -128,7 +136,7 @@ def test_figure3_style_plain_ticks_and_the_papers_range():
 
 
 def test_guidance_preset_runs_past_the_scripts_ten_epochs():
-    from stablebptt.experiments.sweep import expand_grid
+    from stablebptt.train.sweep import expand_grid
     from stablebptt.tasks import get_task
 
     assert preset("guidance").epochs == 400
@@ -141,8 +149,9 @@ def test_guidance_preset_runs_past_the_scripts_ten_epochs():
 def test_toy_diagnosis_has_the_closed_form_jacobians(tmp_path):
     """s = x + c passes the adjoint on unchanged (physics Jacobian 1); the network path
     multiplies it by df/dx = 2 t1 x + t2 at every step."""
-    from stablebptt.experiments.diagnose import read_diagnosis
-    from stablebptt.experiments.toy import DIAGNOSIS_POINT, toy_diagnosis, unrolled_toy
+    from stablebptt.train.diagnose import read_diagnosis
+    from stablebptt.cli.outputs import toy_diagnosis
+    from stablebptt.train.toy import DIAGNOSIS_POINT, unrolled_toy
 
     paths, text = toy_diagnosis(tmp_path)
     _valid_png(paths[1])
@@ -166,7 +175,8 @@ def test_seeds_are_aggregated_into_a_median_line_with_a_band(tmp_path, capsys):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stablebptt.experiments.paper import _seed_curve, load_folder, seed_groups, smooth
+    from stablebptt.plots.paper import _seed_curve
+    from stablebptt.train.summary import load_folder, seed_groups, smooth
 
     for seed in (0, 1, 2):
         config = preset("cartpole", mode="C", epochs=4, n_data=16, seed=seed, **SMALL["cartpole"])

@@ -8,7 +8,7 @@ import pytest
 
 from stablebptt.adjoint import Problem, check_modes, check_simulator
 from stablebptt.controllers import MLP
-from stablebptt.experiments import Trainer, preset, read_run
+from stablebptt import Trainer, preset, read_run
 from stablebptt.sims import Guidance
 
 import naive
@@ -141,7 +141,7 @@ def test_cli_guidance_run_and_gradcheck(tmp_path):
 def test_trajectory_picture_from_a_run_file(task, tmp_path):
     import matplotlib.image
 
-    from stablebptt.experiments.cli import main
+    from stablebptt.cli import main
 
     overrides = dict(epochs=1, n_data=16, width=8, checkpoint_every=1)
     if task == "cartpole":

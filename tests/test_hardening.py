@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from stablebptt.experiments import Trainer, preset, read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.results import RunFileError, write_run
-from stablebptt.experiments.sweep import SweepDisplay
+from stablebptt import Trainer, preset, read_run
+from stablebptt.cli import main
+from stablebptt.train.runfile import RunFileError, write_run
+from stablebptt.train.sweep import SweepDisplay
 
 TINY = ["--poles", "1", "--width", "8", "--steps", "10", "--n-data", "16", "--batch-size", "8",
         "--quiet"]
@@ -189,7 +189,7 @@ def test_no_kernel_is_compiled_before_the_arguments_are_checked(monkeypatch, cap
 
 
 def test_the_command_line_starts_without_numba():
-    code = "import sys, stablebptt.experiments.cli; print('numba' in sys.modules, 'h5py' in sys.modules)"
+    code = "import sys, stablebptt.cli; print('numba' in sys.modules, 'h5py' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "False"], done.stderr
     helped = _cli("--help")
@@ -241,7 +241,7 @@ def test_runs_with_different_numbers_have_different_names(tmp_path):
 
 
 def test_sweep_over_rho_on_cartpole_and_name_with_suffix(tmp_path):
-    from stablebptt.experiments.sweep import expand_grid
+    from stablebptt.train.sweep import expand_grid
 
     configs = expand_grid("cartpole", {"rho": [1.0, 2.0], "mode": ["R"], "clip": ["norm"]}, poles=1)
     assert len({c.run_name() for c in configs}) == 2
@@ -505,8 +505,8 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
 def test_a_dropped_start_up_interrupt_stops_the_run_before_its_first_update():
     """CPython drops a KeyboardInterrupt raised inside some callbacks (an import lock's): the
     command line's start-up handler records each Ctrl-C, and a run checks the record on entry."""
-    from stablebptt.experiments import cli
-    from stablebptt.experiments.training import stop_requests
+    from stablebptt import cli
+    from stablebptt.train.trainer import stop_requests
 
     previous = signal.signal(signal.SIGINT, cli._interrupt)
     try:

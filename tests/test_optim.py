@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from stablebptt.experiments import ConfigError, Trainer, preset, read_run
-from stablebptt.experiments.optim import (SGD, Adam, clip_gradient, clip_with_norms, make_optimizer,
+from stablebptt import ConfigError, Trainer, preset, read_run
+from stablebptt.train.optim import (SGD, Adam, clip_gradient, clip_with_norms, make_optimizer,
                                           state_arrays)
 
 import naive
@@ -144,7 +144,7 @@ def test_resume_is_bit_identical_for_every_optimiser(name, momentum, tmp_path):
 
 
 def test_sweep_optimiser_axis():
-    from stablebptt.experiments.sweep import expand_grid
+    from stablebptt.train.sweep import expand_grid
 
     configs = expand_grid("cartpole", {"optimizer": ["adam", "rmsprop", "adagrad"], "mode": ["R", "C"],
                                        "clip": ["norm"]}, poles=3)
@@ -231,7 +231,7 @@ def test_clip_with_norms_reports_what_it_did(dtype, rng):
 def test_clipping_norm_sums_in_its_documented_order(dtype, rng):
     """The gradient's sum of squares: eight partial sums (element i into sum i % 8) in order,
     then ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)): a fixed order, whatever the machine."""
-    from stablebptt.experiments._optim_kernels import sum_of_products
+    from stablebptt.train._optim_kernels import sum_of_products
 
     for n in (0, 1, 7, 8, 13, 1001):
         a = (3.0 * rng.standard_normal(n)).astype(dtype)

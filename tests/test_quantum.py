@@ -9,7 +9,7 @@ import pytest
 from stablebptt.adjoint import Problem, check_controller, check_modes, check_simulator
 from stablebptt.adjoint.check import check_per_sample
 from stablebptt.controllers import CNN
-from stablebptt.experiments import Trainer, preset, read_run
+from stablebptt import Trainer, preset, read_run
 from stablebptt.sims import Quantum
 from stablebptt.sims.quantum import eigenstate
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from stablebptt.experiments import Trainer, read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.config import ConfigError
-from stablebptt.experiments.sweep import expand_grid, run_sweep
+from stablebptt import Trainer, read_run
+from stablebptt.cli import main
+from stablebptt.train.config import ConfigError
+from stablebptt.train.sweep import expand_grid, run_sweep
 
 SMALL = dict(epochs=2, n_data=16, width=8, n_steps=10, checkpoint_every=1)
 
@@ -44,7 +44,7 @@ def test_skip_resume_and_worker_count_independence(tmp_path):
     (tmp_path / "two").mkdir()
     partial = Trainer.new(configs[0], str(tmp_path / "two" / (configs[0].run_name() + ".h5")))
     partial.train_epoch()
-    partial.save("running")
+    partial.write("running")
     partial.close()  # release the run file for the sweep's worker
     two = run_sweep(configs, tmp_path / "two", workers=2, quiet=True)
     assert [o.status for o in two] == ["finished", "finished"]

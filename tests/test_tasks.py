@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from stablebptt.contract import ContractError
-from stablebptt.experiments import RunConfig, build_task, preset, read_run
-from stablebptt.experiments.cli import main
-from stablebptt.experiments.config import ConfigError
-from stablebptt.experiments.gradcheck import format_table, gradcheck_task
+from stablebptt import RunConfig, build_task, preset, read_run
+from stablebptt.cli import main
+from stablebptt.train.config import ConfigError
+from stablebptt.train.gradcheck import format_table, gradcheck_task
 from stablebptt.tasks import BUILTIN, Option, Task, TaskError, get_task, register
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,7 +314,7 @@ def test_config_errors_name_the_option():
 
 def test_help_and_bad_input_load_neither_numba_nor_h5py():
     """The parser is built from the registry, yet answers without the heavy imports."""
-    code = ("import sys; from stablebptt.experiments.commands import dispatch; "
+    code = ("import sys; from stablebptt.cli.commands import dispatch; "
             "code = dispatch(['run', 'cartpole', '--poles', '0']); "
             "print(code, 'numba' in sys.modules, 'h5py' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -10,8 +10,8 @@ import pytest
 
 from stablebptt.adjoint.engine import GRADIENT_CHUNK, LOSS_CHUNK, Problem, batch_chunks
 from stablebptt.controllers._dense import SMALL_ROWS, add_matmul_at, matmul, matmul_bt
-from stablebptt.experiments import Trainer, preset, read_run
-from stablebptt.experiments.presets import build_task, initial_parameters
+from stablebptt import Trainer, preset, read_run
+from stablebptt.train.build import build_task, initial_parameters
 
 SHAPES = [(1, 100, 100), (3, 100, 100), (4, 5, 100), (7, 101, 33), (8, 100, 1), (16, 3, 2),
           (SMALL_ROWS + 1, 64, 64), (40, 100, 100)]

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from stablebptt.experiments import METRICS, Trainer, preset, read_run
+from stablebptt import METRICS, Trainer, preset, read_run
 
 TINY = dict(poles=1, width=8, depth=2, n_steps=10, time=0.1, n_data=16, batch_size=4, epochs=4,
             checkpoint_every=2, zero_last=False)
@@ -46,8 +46,8 @@ def test_gradient_flow_metrics(mode, clip, tmp_path):
     """|g| before and after clipping, how often clipping acted, and the kept fraction of C,
     recomputed from the updates of a replayed epoch."""
     from stablebptt.adjoint.modes import parse_mode
-    from stablebptt.experiments.optim import clip_gradient
-    from stablebptt.experiments.training import _batches
+    from stablebptt.train.optim import clip_gradient
+    from stablebptt.train.trainer import _batches
 
     config = preset("cartpole", **{**TINY, "mode": mode, "clip": clip, "clip_value": CLIP, "epochs": 1})
     trainer = Trainer.new(config, str(tmp_path / "run.h5"))
@@ -161,7 +161,7 @@ def test_learning_one_pole_combined(tmp_path):
 
 
 def test_a_trainer_holds_its_run_file_until_closed(tmp_path):
-    from stablebptt.experiments import RunFileError
+    from stablebptt import RunFileError
 
     config = preset("cartpole", **TINY)
     with Trainer.new(config, tmp_path / "run.h5") as trainer:

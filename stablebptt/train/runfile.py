@@ -16,7 +16,6 @@ Every write builds the complete file next to the target and renames it over the 
 import glob
 import json
 import os
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ except ImportError:  # not POSIX: run files are written without the writer's loc
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .config import ConfigError, RunConfig
 
 FORMAT = "stablebptt-run"
@@ -89,6 +89,7 @@ class RunRecord:
     params_final: dict = field(default_factory=dict)
     checkpoint: Checkpoint = None
     attrs: dict = field(default_factory=dict)
+    path: str = ""  # the file it was read from ("" for a record not read from a file)
 
     @property
     def epochs_done(self):
@@ -195,18 +196,10 @@ def atomic_h5(path):
     """An HDF5 file open for writing that appears at ``path`` only when the block completes:
     it is written under a temporary name unique to this write in the same folder, synced, and
     renamed over ``path``; an error or interrupt in the block leaves ``path`` as it was."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
+    with atomic_path(path, keep_suffix=False) as tmp:
         with _h5py().File(tmp, "w") as f:
             yield f
             f.flush()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_run(path):
@@ -233,7 +226,7 @@ def read_run(path):
         except ConfigError as err:
             raise RunFileError(f"cannot read the configuration of {path}: {err}") from None
         try:
-            record = RunRecord(config=config, status=str(f.attrs["status"]))
+            record = RunRecord(config=config, status=str(f.attrs["status"]), path=path)
             epochs = int(f.attrs["epochs_done"])
             # a metric added after the file was written reads as NaN
             record.metrics = {name: f[f"metrics/{name}"][()] if name in f["metrics"]

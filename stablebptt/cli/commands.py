@@ -17,12 +17,13 @@ import numpy as np
 
 from ..contract import ContractError
 from ..tasks import SOURCE, TaskError, all_tasks, load_task, task_names
-from .config import MAX_NAME, ConfigError
-from .optim import CLIP_MODES
-from .presets import converted_options, preset
-from .results import METRICS, RunFileError, read_run
+from ..train.build import converted_options, preset
+from ..train.config import MAX_NAME, ConfigError
+from ..train.optim import CLIP_MODES
+from ..train.runfile import METRICS, RunFileError, read_run
 
 EXIT_BAD_INPUT = 2
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 class UsageError(Exception):
@@ -255,8 +256,8 @@ def _writable_folder(folder):
 
 
 def cmd_run(args):
-    from .sweep import available_cores
-    from .training import Diverged, Interrupted, Trainer, stop_requests
+    from ..train.sweep import available_cores
+    from ..train.trainer import Diverged, Interrupted, Trainer, stop_requests
 
     if args.threads is None:
         args.threads = available_cores()
@@ -298,7 +299,7 @@ def _resume(args):
 
     Only ``--epochs`` may change a run; any other run option must repeat the file's value.
     """
-    from .training import Trainer
+    from ..train.trainer import Trainer
 
     for flag, given in (("--out", args.out), ("--name", args.name), ("--overwrite", args.overwrite)):
         if given:
@@ -349,7 +350,7 @@ def _run_name(text):
 
 
 def cmd_sweep(args):
-    from .sweep import expand_grid, run_sweep
+    from ..train.sweep import expand_grid, run_sweep
 
     axes = _settings(args, _SWEEP_AXES)
     if args.optimizers is not None:
@@ -389,7 +390,7 @@ _SCHEDULER = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[\w.\-\[\]:]+(:\d+)?(/[\
 
 def cmd_gradcheck(args):
     from ..tasks import get_task
-    from .gradcheck import format_table, run_gradcheck
+    from ..train.gradcheck import format_table, run_gradcheck
 
     tasks = [get_task(args.task)] if args.task else all_tasks()
     results = run_gradcheck(tasks, seed=args.seed)
@@ -425,8 +426,10 @@ def cmd_inspect(args):
 
 
 def cmd_plot(args):
-    from .paper import (RUN_FIELDS, gradient_figures, load_folder, missing_runs, paper_figures,
-                        run_rows, summary_rows, write_csv, write_summary)
+    from ..plots.paper import gradient_figures, paper_figures
+    from ..train.summary import (RUN_FIELDS, load_folder, missing_runs, run_rows, summary_rows,
+                                 write_csv, write_summary)
+    from .outputs import FIGURE_DPI, save_figures
 
     if not os.path.isdir(args.folder):
         raise UsageError(f"no such folder: {args.folder}")
@@ -443,8 +446,10 @@ def cmd_plot(args):
         raise UsageError(f"no readable run files in {args.folder}")
     out = args.out or args.folder
     _writable_folder(out)
-    for path in (paper_figures(list(runs.values()), out, args.smooth)
-                 + gradient_figures(list(runs.values()), out, args.smooth)):
+    records = list(runs.values())
+    for path in (save_figures(paper_figures(records, args.smooth), out, FIGURE_DPI["paper"])
+                 + save_figures(gradient_figures(records, args.smooth), out,
+                                FIGURE_DPI["gradients"])):
         print(path)
     write_summary(summary_rows(runs, args.threshold), os.path.join(out, "summary.csv"))
     write_csv(run_rows(runs, args.threshold), os.path.join(out, "runs.csv"), RUN_FIELDS)
@@ -454,16 +459,22 @@ def cmd_plot(args):
 
 
 def cmd_animate(args):
-    from .figures import animate_run, default_picture
+    from ..plots.trajectories import animation
+    from .outputs import save_animation
 
     if args.fps < 1:
         raise UsageError(f"--fps must be >= 1, got {args.fps}")
     record = read_run(args.file)
     if not 0 <= args.sample < len(record.test):
         raise UsageError(f"--sample={args.sample} is not one of the {len(record.test)} test states")
-    out = _picture_path(args.out, default_picture(args.file, f"{args.params}.gif"), (".gif",))
-    print(animate_run(args.file, out, args.sample, args.fps, args.params))
+    out = _picture_path(args.out, _default_picture(args.file, f"{args.params}.gif"), (".gif",))
+    print(save_animation(animation(record, args.sample, args.params), out, args.fps))
     return 0
+
+
+def _default_picture(path, suffix):
+    """``RUN_suffix`` beside the run file ``RUN.h5``."""
+    return os.path.splitext(os.fspath(path))[0] + "_" + suffix
 
 
 def _picture_path(out, default, suffixes):
@@ -482,12 +493,13 @@ def _picture_path(out, default, suffixes):
 
 
 def cmd_toy(args):
-    from .toy import toy_diagnosis, toy_figures
+    from ..plots.toy import toy_figures
+    from .outputs import FIGURE_DPI, save_figures, toy_diagnosis
 
     if args.iterations < 1:
         raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
     _writable_folder(args.out)
-    for path in toy_figures(args.out, iterations=args.iterations):
+    for path in save_figures(toy_figures(iterations=args.iterations), args.out, FIGURE_DPI["toy"]):
         print(path)
     paths, text = toy_diagnosis(args.out)
     for path in paths:
@@ -497,22 +509,25 @@ def cmd_toy(args):
 
 
 def cmd_trajectories(args):
-    from .figures import PICTURE_SUFFIXES, default_picture, plot_trajectories
+    from ..plots.trajectories import trajectory_figure
+    from .outputs import FIGURE_DPI, save_figure
 
     if args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
     record = read_run(args.file)  # a bad file is reported before anything is drawn
     if args.samples > len(record.test):
         raise UsageError(f"--samples={args.samples} exceeds the {len(record.test)} test states")
-    out = _picture_path(args.out, default_picture(args.file, f"trajectories_{args.params}.png"),
+    out = _picture_path(args.out, _default_picture(args.file, f"trajectories_{args.params}.png"),
                         PICTURE_SUFFIXES)
-    print(plot_trajectories(args.file, out, args.samples, args.params))
+    fig = trajectory_figure(record, args.samples, args.params)
+    print(save_figure(fig, out, FIGURE_DPI["trajectories"]))
     return 0
 
 
 def cmd_diagnose(args):
-    from .diagnose import config_attrs, default_stem, run_diagnosis
-    from .presets import build_task, initial_parameters
+    from ..train.build import build_task, initial_parameters
+    from ..train.diagnose import config_attrs, default_stem
+    from .outputs import run_diagnosis
 
     if args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
@@ -585,11 +600,19 @@ def dispatch(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         _preload_tasks(argv)
         args = build_parser().parse_args(argv)
+        _headless_matplotlib()
         _log_to_stderr(quiet=getattr(args, "quiet", False))
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, RunFileError, TaskError, ContractError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _headless_matplotlib():
+    """The command line draws into files only: the Agg backend, set before anything imports
+    pyplot (the library's figure functions never touch the backend)."""
+    if "matplotlib.pyplot" not in sys.modules:
+        os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def _log_to_stderr(quiet):

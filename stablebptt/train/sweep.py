@@ -23,9 +23,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 from .config import NOT_IDENTITY, ConfigError, RunConfig
-from .presets import preset
-from .results import RunFileError, read_run
-from .training import stop_requests
+from .build import preset
+from .runfile import RunFileError, read_run
+from .trainer import stop_requests
 
 def expand_grid(task, axes=None, seeds=(None,), **fixed):
     """Configs of a sweep: the task's grid (``Task.grid``; the paper's tasks: the reference's
@@ -141,7 +141,7 @@ def run_one(config_values, folder, progress=None, stop=None):
 
 
 def _run_one(config_values, folder, progress, stop):
-    from .training import Diverged, Interrupted, Trainer
+    from .trainer import Diverged, Interrupted, Trainer
 
     config = RunConfig.from_dict(config_values)
     name = config.run_name()

@@ -3,8 +3,8 @@
 Three views of the gradient flow along a controlled trajectory (:mod:`stablebptt.adjoint.flow`):
 the adjoint norms per step along the regular, physics and network paths; the gradient norm of
 R, M and S as the horizon grows; and the spectral norms of the per-step Jacobians. They are
-written to an HDF5 file (layout below), drawn as one figure (PNG and PDF), and summarised in a
-paragraph of plain language.
+written to an HDF5 file (layout below), summarised in a paragraph of plain language, and drawn
+by :func:`stablebptt.plots.diagnosis_figure`.
 
 HDF5 layout::
 
@@ -22,24 +22,14 @@ HDF5 layout::
 
 import json
 import os
-import warnings
 
 import numpy as np
 
 from ..adjoint.flow import PATHS, GradientFlow, log_spaced_horizons
 from ..adjoint.modes import cosine_similarity, kept_fraction
-from .figures import save_png_pdf
-from .paper import MODE_COLOURS
-from .results import atomic_h5
+from .runfile import atomic_h5
 
 FORMAT = "stablebptt-diagnosis"
-# the colours of the modes in every figure: a path is drawn in the colour of the mode it gives
-PATH_STYLE = {"regular": (MODE_COLOURS["R"], "regular path (1, 1): R"),
-              "physics": (MODE_COLOURS["M"], "physics path (1, 0): M"),
-              "network": (MODE_COLOURS["N"], "network path (0, 1): N")}
-JACOBIAN_STYLE = {"physics": (MODE_COLOURS["M"], "physics ds/dx"),
-                  "network": (MODE_COLOURS["N"], "network ds/dc df/dx"),
-                  "closed_loop": (MODE_COLOURS["R"], "closed loop (sum)")}
 
 
 def diagnose(problem, theta, x0, horizons=12):
@@ -169,83 +159,6 @@ def read_diagnosis(path):
         for group in ("adjoint_norm", "grad_norm", "jacobian_norm"):
             diag[group] = {name: ds[()] for name, ds in f[group].items()}
     return diag
-
-
-def _positive(values):
-    """``values`` with zeros and negatives as NaN, for a log axis."""
-    values = np.array(values, dtype=np.float64)
-    values[~(values > 0)] = np.nan
-    return values
-
-
-def _at_most_decades(ax, curves, decades):
-    """Show at most ``decades`` below the largest value: a path that vanishes (to 1e-300 over a
-    long horizon) leaves through the bottom instead of flattening the others."""
-    values = np.concatenate([_positive(c) for c in curves])
-    values = values[np.isfinite(values)]
-    if len(values) and values.max() / values.min() > 10.0**decades:
-        ax.set_ylim(values.max() * 10.0**-decades, values.max() * 10)
-
-
-def diagnosis_figure(diag, stem, title):
-    """Draw ``diag`` as ``stem.png`` and ``stem.pdf``; returns the two paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
-    ax = axes[0]
-    for name, (colour, label) in PATH_STYLE.items():
-        ax.plot(diag["step"], _positive(diag["adjoint_norm"][name]), color=colour, label=label)
-    ax.set_yscale("log")
-    _at_most_decades(ax, [diag["adjoint_norm"][name] for name in PATH_STYLE], 16)
-    ax.invert_xaxis()  # the sweep runs from N back to 0
-    ax.set_xlabel("step n (backpropagated from N to 0)")
-    ax.set_title("adjoint norm |λ_n| (batch mean)")
-    ax.legend(fontsize=7)
-
-    ax = axes[1]
-    for mode, values in diag["grad_norm"].items():
-        ax.plot(diag["horizon"], _positive(values), "o-", ms=3, color=MODE_COLOURS[mode],
-                label=mode)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    if len(diag["horizon"]) <= 8:  # a few horizons: label each, in plain numbers
-        ax.set_xticks(diag["horizon"], [str(h) for h in diag["horizon"]])
-        ax.minorticks_off()
-    ax.set_xlabel("horizon h (steps)")
-    ax.set_title("gradient norm |g| against horizon")
-    ax.legend(fontsize=7)
-
-    ax = axes[2]
-    steps = np.arange(len(diag["step"]) - 1)
-    for name, (colour, label) in JACOBIAN_STYLE.items():
-        norms = _positive(diag["jacobian_norm"][name])
-        with warnings.catch_warnings():  # a step where every sample is zero: all-NaN slice
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ax.fill_between(steps, np.nanmin(norms, axis=1), np.nanmax(norms, axis=1),
-                            color=colour, alpha=0.2, lw=0)
-            ax.plot(steps, np.nanmedian(norms, axis=1), color=colour, label=label)
-    ax.axhline(1.0, color="k", lw=0.5, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("step n")
-    ax.set_title("per-step Jacobian spectral norm (median, min-max)")
-    ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    paths = save_png_pdf(fig, stem, dpi=110)
-    plt.close(fig)
-    return paths
-
-
-def run_diagnosis(problem, theta, x0, stem, attrs, title, horizons=12):
-    """Diagnose, write ``stem.h5`` and the figure; returns ``(paths, reading)``."""
-    diag = diagnose(problem, theta, x0, horizons)
-    attrs = {**attrs, "samples": len(x0)}
-    paths = [write_diagnosis(stem + ".h5", diag, attrs)]
-    paths += diagnosis_figure(diag, stem, title)
-    return paths, reading(diag)
 
 
 def config_attrs(config, which):

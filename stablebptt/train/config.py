@@ -181,8 +181,6 @@ class RunConfig:
         and is the same run on either device). Names longer than ``MAX_NAME`` keep their first
         part and replace the rest by a hash of it.
         """
-        from .presets import preset_config
-
         task = self.task_def
         system = task.system_name(self)
         base = "_".join(part for part in (self.task, system) if part)
@@ -206,6 +204,14 @@ class RunConfig:
             digest = hashlib.sha1("_".join(extras).encode()).hexdigest()[:12]
             name = f"{base[:MAX_NAME - 14]}_h{digest}"
         return name
+
+
+def preset_config(task):
+    """The unvalidated preset of a registered task: common defaults, the task's ``preset`` and
+    its options' defaults."""
+    settings = {**COMMON_DEFAULTS, **task.preset}
+    settings.update((o.name, o.default) for o in task.options)
+    return RunConfig.from_dict({"task": task.name, "task_source": task.source, **settings})
 
 
 _IN_BASE = ("task", "mode", "clip", "lr", "batch_size", "seed")

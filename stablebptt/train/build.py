@@ -7,15 +7,7 @@ import numpy as np
 
 from ..contract import ContractError, check_controller_interface, check_simulator_interface
 from ..tasks import COMMON_DEFAULTS, Task, TaskError, all_tasks, check_states, get_task
-from .config import ConfigError, RunConfig
-
-
-def preset_config(task):
-    """The unvalidated preset of a registered task: common defaults, the task's ``preset`` and
-    its options' defaults."""
-    settings = {**COMMON_DEFAULTS, **task.preset}
-    settings.update((o.name, o.default) for o in task.options)
-    return RunConfig.from_dict({"task": task.name, "task_source": task.source, **settings})
+from .config import ConfigError, RunConfig, preset_config  # noqa: F401 (re-exported)
 
 
 def preset(task, **overrides):
@@ -168,3 +160,28 @@ def _cuda_problem(problem):
     from ..cuda.engine import CudaProblem
 
     return CudaProblem(problem)
+
+
+def controlled_rollout(record, samples=4, which="final"):
+    """Roll a run's stored controller out from its first test states, on the CPU whatever device
+    trained it, with the stored data.
+
+    Returns ``(task, states (N+1, K, S), controls (N, K, C), finite_steps)``; ``which`` picks the
+    initial or the final parameters of the run (for a diverged run: its last finite ones).
+    ``finite_steps`` is the number of leading states that are finite for every sample: a run
+    driven out of the float range is drawn up to there.
+    """
+    from .runfile import RunFileError
+
+    task = build_task(record.config.replace(device="cpu"), data=(record.train, record.test))
+    params = record.params_final if which == "final" else record.params_initial
+    dtype = np.dtype(record.config.dtype)
+    theta = task.controller.flatten(params, dtype)
+    if not np.all(np.isfinite(theta)):
+        raise RunFileError(f"the {which} parameters of {getattr(record, 'path', 'the run')} are "
+                           f"not finite (status {record.status}); draw --params initial instead")
+    with np.errstate(all="ignore"):
+        _, states, controls = task.problem.rollout(theta, record.test[:samples].astype(dtype))
+    finite = np.all(np.isfinite(states.reshape(len(states), -1)), axis=1)
+    finite_steps = len(states) if finite.all() else int(np.argmin(finite))
+    return task, states, controls, max(finite_steps, 1)

@@ -13,7 +13,7 @@ from ..adjoint.check import (CheckResult, check_controller, check_modes, check_p
                              check_simulator)
 from ..adjoint.engine import Problem
 from ..contract import has_sample_kernels
-from .presets import build_controller, build_simulator, preset, preset_config
+from .build import build_controller, build_simulator, preset, preset_config
 
 GRADCHECK_BATCH = 3
 
