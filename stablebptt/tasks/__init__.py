@@ -20,6 +20,7 @@ import importlib
 import os
 import re
 import sys
+from typing import Union
 
 from .base import (COMMON_DEFAULTS, Option, Task, TaskError, at_least, check_states,
                    format_number, one_of, validate_task)
@@ -36,7 +37,7 @@ SOURCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _registry = {}  # name -> Task instance
 
 
-def register(task, source=""):
+def register(task: "Union[type, Task]", source: str = "") -> Task:
     """Register a :class:`Task` subclass (or instance) under its ``name``; returns the instance.
 
     Registering the same class again is a no-op; another task under a taken name is an error.
@@ -95,7 +96,7 @@ def task_names():
     return names
 
 
-def get_task(name, source=""):
+def get_task(name: str, source: str = "") -> Task:
     """The registered task ``name`` (or a ``module:Class`` reference), loading a built-in or an
     installed one on first use, else the one ``source`` names; :class:`TaskError` if none."""
     if name in _registry:

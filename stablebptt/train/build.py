@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from ..tasks import COMMON_DEFAULTS, Task, TaskError, all_tasks, check_states, g
 from .config import ConfigError, RunConfig, preset_config  # noqa: F401 (re-exported)
 
 
-def preset(task, **overrides):
+def preset(task: Union[str, Task], **overrides) -> RunConfig:
     """The validated config of a task preset with ``overrides``; :class:`ConfigError` names the
     first bad setting (also a setting the task does not use, or a run too large for memory).
     ``task`` is a registered name, a ``module:Class`` reference or a :class:`Task`."""
@@ -120,7 +121,8 @@ def build_controller(config, sim):
     return controller
 
 
-def build_task(config, data=None, threads=1):
+def build_task(config: RunConfig, data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+               threads: int = 1) -> "BuiltTask":
     """The problem and data sets of a validated config; data are drawn from ``seed`` as the
     reference, unless ``data = (train, test)`` are given (a resumed run's stored sets).
     ``threads``: the CPU threads that compute each batch (results are the same for any number)."""

@@ -206,7 +206,7 @@ class RunConfig:
         return name
 
 
-def preset_config(task):
+def preset_config(task) -> "RunConfig":
     """The unvalidated preset of a registered task: common defaults, the task's ``preset`` and
     its options' defaults."""
     settings = {**COMMON_DEFAULTS, **task.preset}

@@ -22,6 +22,7 @@ HDF5 layout::
 
 import json
 import os
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -32,7 +33,8 @@ from .runfile import atomic_h5
 FORMAT = "stablebptt-diagnosis"
 
 
-def diagnose(problem, theta, x0, horizons=12):
+def diagnose(problem, theta: np.ndarray, x0: np.ndarray,
+             horizons: Union[int, Sequence[int]] = 12) -> dict:
     """Every number of a diagnosis as a dict (float64 arrays; see the module's HDF5 layout).
 
     ``horizons`` is a count of log-spaced horizons from 1 to N, or the horizons themselves.
@@ -145,7 +147,7 @@ def write_diagnosis(path, diag, attrs):
     return path
 
 
-def read_diagnosis(path):
+def read_diagnosis(path: Union[str, os.PathLike]) -> dict:
     """A diagnosis file as the dict :func:`diagnose` returns, with ``attrs`` added."""
     import h5py
 

@@ -18,6 +18,7 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Union
 
 try:
     import fcntl
@@ -149,7 +150,7 @@ class RunLock:
         self.release()
 
 
-def write_run(path, record):
+def write_run(path: Union[str, os.PathLike], record: RunRecord) -> None:
     """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename).
 
     The temporary name is unique to this write, so a concurrent writer's file is never touched;
@@ -202,7 +203,7 @@ def atomic_h5(path):
             f.flush()
 
 
-def read_run(path):
+def read_run(path: Union[str, os.PathLike]) -> RunRecord:
     """Read a run file; :class:`RunFileError` with a one-line reason when it is not a readable run."""
     path = os.fspath(path)
     if not os.path.exists(path):

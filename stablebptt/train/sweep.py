@@ -21,13 +21,15 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
 
 from .config import NOT_IDENTITY, ConfigError, RunConfig
 from .build import preset
 from .runfile import RunFileError, read_run
 from .trainer import stop_requests
 
-def expand_grid(task, axes=None, seeds=(None,), **fixed):
+def expand_grid(task: str, axes: Optional[Dict[str, Sequence]] = None,
+                seeds: Sequence[Optional[int]] = (None,), **fixed) -> List[RunConfig]:
     """Configs of a sweep: the task's grid (``Task.grid``; the paper's tasks: the reference's
     Runs/01/01.sh, in its loop order) with ``axes`` ({name: values}) replacing or adding axes,
     ``fixed`` settings applied to every run, and one run per seed (None: the preset's seed)."""
@@ -260,7 +262,9 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def run_sweep(configs, folder, workers=None, scheduler=None, quiet=False, log_every=30.0):
+def run_sweep(configs: Sequence[RunConfig], folder: Union[str, os.PathLike],
+              workers: Optional[int] = None, scheduler: Optional[str] = None, quiet: bool = False,
+              log_every: float = 30.0) -> list:
     """Run every config into ``folder``; returns the outcomes in the order of ``configs``.
 
     ``workers`` processes on this machine (default: the cores), or, with ``scheduler`` (a Dask
