@@ -107,3 +107,22 @@ def test_resume_of_a_finished_run_is_a_no_op(tmp_path):
     done = _run("run", "--resume", str(path))
     assert done.returncode == 0 and "already finished" in done.stdout
     assert path.stat().st_mtime_ns == stamp
+
+
+def test_help_states_every_tasks_default_from_the_registry():
+    """The defaults in --help are the registry's, so they cannot drift from what a run uses."""
+    from stablebptt.cli.commands import SETTINGS, build_parser
+    from stablebptt.tasks import all_tasks
+
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "run")[1]
+    helps = {a.dest: a.help for a in run._actions}
+    assert "quantum 60" in helps["width"] and "default 100" in helps["width"]
+    for task in all_tasks():
+        config = __import__("stablebptt").preset(task.name)
+        for name in SETTINGS:
+            value = getattr(config, name)
+            if name in task.ignores or name == "device":
+                continue
+            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+            said = f"{task.name} {shown}" in helps[name] or f"default {shown}" in helps[name]
+            assert said, (task.name, name, helps[name])

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from ..contract import ContractError
-from ..tasks import SOURCE, TaskError, all_tasks, load_task, task_names
+from ..tasks import COMMON_DEFAULTS, SOURCE, TaskError, all_tasks, load_task, task_names
 from ..train.build import converted_options, preset
 from ..train.config import MAX_NAME, ConfigError
 from ..train.optim import CLIP_MODES
@@ -39,13 +39,17 @@ def _add_run_options(p, tasks):
     p.add_argument("task", nargs="?", help="a task: " + "; ".join(
         f"{t.name}: {t.description}" for t in tasks) + "; or an outside task as module:Class")
     p.add_argument("--mode", help="gradient mode: regular/modified/combined/stopped/network, "
-                   "R M C S N, or the reference's F (=R) and P (=M) (default combined)")
-    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} (default norm)")
+                   "R M C S N, or the reference's F (=R) and P (=M) "
+                   f"({_default_text('mode', tasks)})")
+    p.add_argument("--clip", help=f"gradient clipping: {'/'.join(CLIP_MODES)} "
+                   f"({_default_text('clip', tasks)})")
     p.add_argument("--regularization", "--rho", dest="rho", type=float,
-                   help="weight rho of the control regulariser rho*mean(c^2) (guidance preset 0.01)")
-    p.add_argument("--seed", type=int, help="seed for data and initialisation (default 42)")
+                   help="weight rho of the control regulariser rho*mean(c^2) "
+                   f"({_default_text('rho', tasks)})")
+    p.add_argument("--seed", type=int, help=f"seed for data and initialisation "
+                   f"({_default_text('seed', tasks)})")
     _add_task_options(p, tasks, lists=False)
-    _add_settings(p)
+    _add_settings(p, tasks)
     p.add_argument("--out", help="output folder (default runs/)")
     p.add_argument("--name", help="run file name, without folders (default: derived from the "
                    "settings)")
@@ -69,7 +73,7 @@ def _add_sweep_options(p, tasks):
     p.add_argument("--optimizers", type=_str_list,
                    help="an optimiser axis, e.g. adam,rmsprop,adagrad (default: --optimizer's one)")
     _add_task_options(p, tasks, lists=True)
-    _add_settings(p)
+    _add_settings(p, tasks)
     p.add_argument("--out", help="sweep folder (default sweeps/TASK)")
     p.add_argument("--workers", type=int, help="worker processes on this machine (default: the cores)")
     p.add_argument("--scheduler", help="run on a Dask cluster at this address (tcp://host:port); "
@@ -113,33 +117,56 @@ def _list_of(kind):
 _int_list, _float_list, _str_list = _list_of(int), _list_of(float), _list_of(str)
 
 
-def _add_settings(p):
+# The options that set one common value of a run (or of every run of a sweep): flag, type and
+# what it means. Their defaults are the registry's (COMMON_DEFAULTS and each task's preset),
+# written into the help text by _default_text, so --help cannot disagree with a run.
+SETTINGS = {
+    "clip_value": ("--clip-value", float, "clipping threshold"),
+    "optimizer": ("--optimizer", str, "adam, sgd, adagrad, adadelta or rmsprop, with Keras 2.9's "
+                  "update rules and defaults"),
+    "lr": ("--lr", float, "learning rate"),
+    "momentum": ("--momentum", float, "SGD momentum"),
+    "batch_size": ("--batch-size", int, "batch size"),
+    "epochs": ("--epochs", int, "number of epochs"),
+    "n_data": ("--n-data", int, "train and test set size each"),
+    "width": ("--width", int, "hidden layer width"),
+    "depth": ("--depth", int, "number of hidden layers"),
+    "bias": ("--bias", bool, "use biases"),
+    "zero_last": ("--zero-last", bool, "zero-initialise the output kernel (what the reference ran)"),
+    "time": ("--time", float, "physical time horizon T"),
+    "n_steps": ("--steps", int, "number of time steps"),
+    "loss_mode": ("--loss-mode", str, "FINAL or CONTINUOUS"),
+    "dtype": ("--dtype", str, "float32 or float64"),
+    "checkpoint_every": ("--checkpoint-every", int, "epochs between checkpoints"),
+    "device": ("--device", str, "cpu or cuda (an NVIDIA GPU through numba.cuda)"),
+}
+_SETTINGS = tuple(SETTINGS)
+
+
+def _default_text(name, tasks):
+    """``default 100; quantum 60``: the common default and every task preset that differs."""
+    def shown(value):
+        return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+    common = COMMON_DEFAULTS[name]
+    ignored = [t.name for t in tasks if name in t.ignores]
+    others = [f"{t.name} {shown(t.preset[name])}" for t in tasks
+              if name in t.preset and t.preset[name] != common and t.name not in ignored]
+    text = f"default {shown(common)}" + "".join(f"; {o}" for o in others)
+    return text + (f"; unused by {', '.join(ignored)}" if ignored else "")
+
+
+def _add_settings(p, tasks):
     """Options that set one value for a run (or for every run of a sweep)."""
-    p.add_argument("--clip-value", type=float, help="clipping threshold (default 1.0)")
-    p.add_argument("--optimizer", help="adam (default), sgd, adagrad, adadelta or rmsprop, with "
-                   "Keras 2.9's update rules and defaults")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 8)")
-    p.add_argument("--epochs", type=int, help="number of epochs (preset: 1000)")
-    p.add_argument("--n-data", type=int, help="train and test set size each (default 256)")
-    p.add_argument("--width", type=int, help="hidden layer width (default 100)")
-    p.add_argument("--depth", type=int, help="number of hidden layers (default 2)")
-    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="use biases (default yes)")
-    p.add_argument("--zero-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="zero-initialise the output kernel (default yes: what the reference ran)")
-    p.add_argument("--time", type=float, help="physical time horizon T (default 1.0)")
-    p.add_argument("--steps", dest="n_steps", type=int, help="number of time steps (default 100)")
-    p.add_argument("--loss-mode", help="FINAL or CONTINUOUS (default FINAL)")
-    p.add_argument("--dtype", help="float32 (default) or float64")
-    p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 10)")
-    p.add_argument("--device", help="cpu (default) or cuda (an NVIDIA GPU through numba.cuda)")
+    for name, (flag, kind, text) in SETTINGS.items():
+        help_text = f"{text} ({_default_text(name, tasks)})"
+        if kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=kind, help=help_text)
 
 
-_SETTINGS = ("clip_value", "optimizer", "lr", "momentum", "batch_size", "epochs", "n_data", "width",
-             "depth", "bias", "zero_last", "time", "n_steps", "loss_mode", "dtype",
-             "checkpoint_every", "device")
 _SWEEP_AXES = ("mode", "clip", "rho")
 _CONFIG_OPTIONS = _SETTINGS + _SWEEP_AXES + ("seed",)
 
@@ -235,7 +262,7 @@ def build_parser():
                    help="weight rho of the control regulariser (task preset only)")
     d.add_argument("--seed", type=int, help="seed for data and initialisation (task preset only)")
     _add_task_options(d, tasks, lists=False)
-    _add_settings(d)
+    _add_settings(d, tasks)
     d.add_argument("--out", help="output folder (default: beside a run file; diagnose/ for a "
                    "task preset)")
     i = sub.add_parser("inspect", help="summarise a run file")

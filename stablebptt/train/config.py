@@ -30,28 +30,32 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Every setting of a run. The common settings' defaults are the registry's
+    :data:`~stablebptt.tasks.base.COMMON_DEFAULTS` (defined there once; a task's ``preset``
+    changes some); build a config with :func:`~stablebptt.preset` rather than by hand."""
+
     task: str = "cartpole"
-    rho: float = 0.0
-    mode: str = "C"
-    clip: str = "norm"
-    clip_value: float = 1.0
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    batch_size: int = 8
-    epochs: int = 1000
-    n_data: int = 256
-    width: int = 100
-    depth: int = 2
-    bias: bool = True
-    zero_last: bool = True
-    time: float = 1.0
-    n_steps: int = 100
-    loss_mode: str = "FINAL"
-    seed: int = 42
-    dtype: str = "float32"
-    checkpoint_every: int = 10
-    device: str = "cpu"
+    rho: float = COMMON_DEFAULTS["rho"]
+    mode: str = COMMON_DEFAULTS["mode"]
+    clip: str = COMMON_DEFAULTS["clip"]
+    clip_value: float = COMMON_DEFAULTS["clip_value"]
+    optimizer: str = COMMON_DEFAULTS["optimizer"]
+    lr: float = COMMON_DEFAULTS["lr"]
+    momentum: float = COMMON_DEFAULTS["momentum"]
+    batch_size: int = COMMON_DEFAULTS["batch_size"]
+    epochs: int = COMMON_DEFAULTS["epochs"]
+    n_data: int = COMMON_DEFAULTS["n_data"]
+    width: int = COMMON_DEFAULTS["width"]
+    depth: int = COMMON_DEFAULTS["depth"]
+    bias: bool = COMMON_DEFAULTS["bias"]
+    zero_last: bool = COMMON_DEFAULTS["zero_last"]
+    time: float = COMMON_DEFAULTS["time"]
+    n_steps: int = COMMON_DEFAULTS["n_steps"]
+    loss_mode: str = COMMON_DEFAULTS["loss_mode"]
+    seed: int = COMMON_DEFAULTS["seed"]
+    dtype: str = COMMON_DEFAULTS["dtype"]
+    checkpoint_every: int = COMMON_DEFAULTS["checkpoint_every"]
+    device: str = COMMON_DEFAULTS["device"]
     options: tuple = ()  # ((name, value), ...) of the task's own settings, in its order
     task_source: str = ""  # "module:Class" of a task from outside the package
 
@@ -219,7 +223,3 @@ _NAME_KEYS = {"n_steps": "steps"}  # as the command-line option
 # Run files of format 2 stored every built-in task's settings in every config.
 LEGACY_OPTIONS = frozenset({"poles", "drivers", "evaders", "target_x", "target_y", "nx",
                             "target_state", "weighting"})
-
-assert COMMON_DEFAULTS == {f.name: f.default for f in dataclasses.fields(RunConfig)
-                          if f.name not in ("task", "options", "task_source")}, \
-    "RunConfig's defaults are the registry's COMMON_DEFAULTS"
