@@ -253,6 +253,41 @@ def _check_attributes(obj, protocol, kernels, what):
                                 f"contract wants {SIGNATURE_TEXT[name]}")
 
 
+# What a simulator or controller may declare beyond the required interface, and what the engine
+# assumes when it does not: every optional capability, with its default, in one place. Read them
+# with :func:`capability`.
+OPTIONAL_CAPABILITIES = {
+    "simulator": {
+        # CONTINUOUS stage weights: 1 per step ("sum") or 1/N ("mean", a time average)
+        "continuous_reduction": "sum",
+        # float64 scratch values each sample's per-sample kernels need (the GPU path, checks)
+        "work_size": 0,
+    },
+    "controller": {
+        # buffers hold step n's samples at rows n*B..(n+1)*B: one adjoint call may cover steps
+        "steps_as_rows": False,
+        # widths of the cotangent blocks: with a scalar control, the adjoint runs once for unit
+        # cotangents and is scaled per sweep
+        "delta_widths": None,
+        # the adjoint may skip input cotangents when handed a dx without columns
+        "input_cotangent_optional": False,
+        # prepare(theta) -> the parameters the batch kernels receive (theta, then derived arrays)
+        "prepare": None,
+        "work_size": 0,
+    },
+}
+
+
+def capability(obj, name):
+    """The optional capability ``name`` of a simulator or controller, or its default
+    (:data:`OPTIONAL_CAPABILITIES`)."""
+    for defaults in OPTIONAL_CAPABILITIES.values():
+        if name in defaults:
+            return getattr(obj, name, defaults[name])
+    raise KeyError(f"{name!r} is not an optional capability: one of "
+                   f"{', '.join(sorted(set().union(*OPTIONAL_CAPABILITIES.values())))}")
+
+
 def check_simulator_interface(sim):
     """:class:`ContractError` naming the first attribute or kernel a simulator lacks or gets wrong."""
     _check_attributes(sim, Simulator, SIMULATOR_KERNELS, "simulator")
@@ -265,7 +300,7 @@ def check_simulator_interface(sim):
     if params.ndim != 1 or not np.issubdtype(params.dtype, np.number):
         raise ContractError(f"simulator {type(sim).__name__}.params must be a 1-D vector of "
                             f"numbers, got shape {params.shape} ({params.dtype})")
-    if getattr(sim, "continuous_reduction", "sum") not in ("sum", "mean"):
+    if capability(sim, "continuous_reduction") not in ("sum", "mean"):
         raise ContractError(f"simulator {type(sim).__name__}.continuous_reduction="
                             f"{sim.continuous_reduction!r} must be 'sum' or 'mean'")
 
@@ -286,7 +321,7 @@ def prepared_parameters(controller, theta):
     """What the batch kernels of ``controller`` receive as parameters: ``controller.prepare(theta)``
     where it has one, else ``theta``. A :class:`ContractError` if ``prepare`` returns anything
     but a contiguous vector of ``theta``'s dtype at least as long."""
-    prepare = getattr(controller, "prepare", None)
+    prepare = capability(controller, "prepare")
     if prepare is None:
         return theta
     prepared = prepare(theta)
@@ -349,7 +384,7 @@ def sample_kernels(obj, names):
         raise ContractError(f"{type(obj).__name__} has no per-sample kernel {missing[0]} (wanted: "
                             f"{names[missing[0]]}), which the GPU path runs: use --device cpu, or "
                             "write its physics per sample (see stablebptt.contract)")
-    work = getattr(obj, "work_size", 0)
+    work = capability(obj, "work_size")
     if isinstance(work, bool) or not isinstance(work, (int, np.integer)) or work < 0:
         raise ContractError(f"{type(obj).__name__}.work_size={work!r} must be an integer >= 0")
     return {name: getattr(obj, name) for name in names}, int(work)

@@ -479,7 +479,7 @@ def test_killing_a_sweep_leaves_no_orphan_workers(tmp_path):
 def test_engine_runs_on_one_blas_thread_and_restores_the_callers_setting():
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from stablebptt.adjoint.engine import one_blas_thread
+    from stablebptt.adjoint.threads import one_blas_thread
 
     with threadpool_limits(2, user_api="blas"):
         with one_blas_thread():

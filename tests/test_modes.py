@@ -5,7 +5,7 @@ import pytest
 
 from stablebptt.adjoint import (Mode, Problem, check_modes, combine_gradients, parse_mode,
                                 toy_problem_gradients)
-from stablebptt.adjoint.engine import combine_with_metrics
+from stablebptt.adjoint.sweeps import combine_with_metrics
 from stablebptt.adjoint.modes import cosine_similarity, kept_fraction
 from stablebptt.controllers import MLP, Quadratic
 from stablebptt.sims import CartPole, Shift

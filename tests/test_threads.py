@@ -134,7 +134,7 @@ def test_chunks_add_up_to_the_batch_mean(task):
 
 
 def test_a_worker_error_reaches_the_caller_and_the_workers_go_on():
-    from stablebptt.adjoint.engine import _Crew
+    from stablebptt.adjoint.threads import _Crew
 
     crew = _Crew(2)
     with pytest.raises(ZeroDivisionError):

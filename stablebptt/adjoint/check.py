@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import prepared_parameters
+from ..contract import capability, prepared_parameters
 from .modes import Mode, combine_gradients, parse_mode
 
 
@@ -180,9 +180,9 @@ def check_controller(ctrl, theta, x, rng, eps=1e-6, tolerance=1e-6):
         results += check_vjp(f"{name} vjp+param_grad (c wrt theta{label})",
                              lambda th: forward(th, x)[0], lambda w: vjp(w, kernel_theta)[1],
                              theta, rng, eps, tolerance, "c", "theta")
-    if getattr(ctrl, "steps_as_rows", False):
+    if capability(ctrl, "steps_as_rows"):
         results += check_steps_as_rows(ctrl, prepared, x, rng, tolerance)
-    if getattr(ctrl, "input_cotangent_optional", False):
+    if capability(ctrl, "input_cotangent_optional"):
         results += [check_input_cotangent_optional(ctrl, theta, x)]
         if prepared is not theta:
             results += [check_input_cotangent_optional(ctrl, prepared, x)]
@@ -243,7 +243,7 @@ def check_steps_as_rows(ctrl, theta, x, rng, tolerance=1e-6, n_steps=3):
                           tolerance, "" if error <= tolerance else
                           "one call on N x B rows differs from N calls on B rows: a buffer layout "
                           "that is not step-major; remove steps_as_rows")]
-    widths = getattr(ctrl, "delta_widths", None)
+    widths = capability(ctrl, "delta_widths")
     if widths is not None and ctrl.n_outputs == 1:
         checks.append(check_delta_widths(ctrl, theta, xs.reshape(rows, -1), mus.reshape(rows, 1),
                                          g, tolerance))
@@ -307,7 +307,7 @@ def per_sample_outputs(sim, ctrl, theta, x, c, lam, mu, scale=0.7):
     batch = len(x)
     x_next, dx, dc, gx = (np.zeros_like(x), np.zeros_like(x), np.zeros_like(c), np.zeros_like(x))
     c_out, dx_ctrl, g = np.zeros_like(c), np.zeros_like(x), np.zeros_like(theta)
-    work = np.zeros(max(1, getattr(sim, "work_size", 0), getattr(ctrl, "work_size", 0)))
+    work = np.zeros(max(1, capability(sim, "work_size"), capability(ctrl, "work_size")))
     acts = np.zeros(max(1, ctrl.acts_size(1)), x.dtype)
     loss = 0.0
     for b in range(batch):

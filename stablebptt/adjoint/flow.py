@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract import capability
 from .engine import stage_weights
 from .modes import parse_mode
 
@@ -66,7 +67,7 @@ class GradientFlow:
         if not 1 <= n_top <= self.n_steps:
             raise ValueError(f"horizon must be in 1..{self.n_steps}, got {horizon}")
         pb, sim, ctrl = self.problem, self.problem.sim, self.problem.controller
-        weights = stage_weights(n_top, pb.loss_mode, getattr(sim, "continuous_reduction", "sum"))
+        weights = stage_weights(n_top, pb.loss_mode, capability(sim, "continuous_reduction"))
         xs, cs = self.states, self.controls
         lam, dx_sim, dx_ctrl = (np.zeros_like(xs[0]) for _ in range(3))
         mu, c = np.zeros_like(cs[0]), np.zeros_like(cs[0])

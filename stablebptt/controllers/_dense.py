@@ -9,10 +9,10 @@ as accurate as float32 allows, and in float64 a branch-free tanh built on a hand
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
+from .._numba_internals import bitcast
 from ._fma_tile import fma_affine, fma_matmul
 from ._views import as_matrix
 
@@ -44,26 +44,8 @@ def _tanh32(x):
     return x * p / q
 
 
-def _bitcast(source, target):
-    """An intrinsic reinterpreting the bits of a ``source`` scalar as a ``target`` one (free, and
-    vectorisable, unlike a conversion)."""
-    llvm_target = ir.DoubleType() if target == types.float64 else ir.IntType(64)
-
-    @intrinsic
-    def cast(typingctx, value):
-        if value != source:
-            return None
-
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], llvm_target)
-
-        return target(source), codegen
-
-    return cast
-
-
-_bits_of = _bitcast(types.float64, types.int64)
-_float_from_bits = _bitcast(types.int64, types.float64)
+_bits_of = bitcast(types.float64, types.int64)
+_float_from_bits = bitcast(types.int64, types.float64)
 
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split
 _INV_LN2 = 1.44269504088896338700e+00

@@ -18,8 +18,9 @@ stores. Only a product at most one vector wide uses masked ones (slow on AMD cor
 
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .._numba_internals import cgutils, vector_intrinsics
 
 VECTOR_BYTES = 32
 ROWS = 4  # rows of a block: with 2 vectors, 8 accumulators, as many as FMA latency needs
@@ -28,24 +29,6 @@ ROWS = 4  # rows of a block: with 2 vectors, 8 accumulators, as many as FMA late
 # 64 x 100 x 4, float32)
 NARROW_ROWS = 6
 VECTORS = 2
-
-
-def _vector_intrinsics(builder, fty, lanes, size):
-    """``llvm.fma`` and the masked load/store for ``<lanes x fty>`` vectors. The masked ones
-    carry the typed-pointer mangling of LLVM 14; newer LLVMs remangle intrinsic names."""
-    vty = ir.VectorType(fty, lanes)
-    mty = ir.VectorType(ir.IntType(1), lanes)
-    i32 = ir.IntType(32)
-    name = f"v{lanes}f{8 * size}"
-    module = builder.module
-    fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.{name}")
-    load = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vty, [vty.as_pointer(), i32, mty, vty]),
-        f"llvm.masked.load.{name}.p0{name}")
-    store = cgutils.get_or_insert_function(
-        module, ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, mty]),
-        f"llvm.masked.store.{name}.p0{name}")
-    return vty, fma, load, store
 
 
 def _splat(builder, value, vty):
@@ -88,7 +71,7 @@ def _block(vectors, last_vector="whole", max_rows=ROWS):
             fty = context.get_value_type(signature.args[0].dtype)
             size = context.get_abi_sizeof(fty)
             lanes = VECTOR_BYTES // size
-            vty, fma, masked_load, masked_store = _vector_intrinsics(builder, fty, lanes, size)
+            vty, fma, masked_load, masked_store = vector_intrinsics(builder, fty, lanes, size)
             i64, i32 = ir.IntType(64), ir.IntType(32)
             byte_ptr = ir.IntType(8).as_pointer()
             a_ndim = signature.args[0].ndim

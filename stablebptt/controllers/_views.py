@@ -8,10 +8,9 @@ stride ``n``: ``as_matrix`` builds that directly.
 """
 
 from numba import njit, types
-from numba.core import cgutils
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
+
+from .._numba_internals import cgutils, impl_ret_borrowed, make_array, populate_array
 
 
 @intrinsic

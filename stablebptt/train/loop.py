@@ -243,7 +243,7 @@ class Run:
         wall0 = time.perf_counter()
         losses, physics, sizes, cosines, update_time = [], [], [], [], 0.0
         norms, clipped_norms, clip_changed, kept = [], [], [], []
-        from ..adjoint.engine import one_blas_thread  # (not at import: the command line loads this)
+        from ..adjoint.threads import one_blas_thread
 
         # one BLAS setting for the whole epoch: made per call, it costs ~20 us a gradient
         with one_blas_thread():
