@@ -1,6 +1,7 @@
 """Gradient flow along the paths of the backward sweep: the numbers behind ``stablebptt diagnose``.
 
-The engine (:mod:`.engine`) returns only a mode's gradient. Here the same recursion (DESIGN.md §1)
+The engine (:mod:`.engine`) returns only a mode's gradient. Here the same recursion (the
+recursion of :mod:`stablebptt.adjoint.engine`)
 
     lam_n = w_n dl/dx_n + a (ds/dx)^T lam_{n+1} + b (df/dx)^T mu_n
 

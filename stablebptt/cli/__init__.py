@@ -9,7 +9,7 @@ import sys
 def _interrupt(signum, frame):
     """Start-up Ctrl-C: a KeyboardInterrupt, remembered too, since CPython drops one that
     arrives inside some callbacks (an import lock's); a run checks ``requested`` before its
-    first update (:func:`~stablebptt.experiments.training.stop_requests`)."""
+    first update (:func:`~stablebptt.train.loop.stop_requests`)."""
     _interrupt.requested = True
     raise KeyboardInterrupt
 
