@@ -23,3 +23,14 @@ def task_registry():
     yield
     tasks._registry.clear()
     tasks._registry.update(saved)
+
+
+@pytest.fixture(scope="module")
+def run_file(tmp_path_factory):
+    """A small finished cart-pole run file, shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("run")
+    from cli_helpers import TINY
+    from stablebptt.cli import main
+
+    assert main(["run", "cartpole", *TINY, "--epochs", "2", "--out", str(folder), "--name", "r"]) == 0
+    return folder / "r.h5"
