@@ -137,6 +137,10 @@ def test_the_command_line_starts_without_numba():
     assert done.stdout.split() == ["False", "False"], done.stderr
     helped = _cli("--help")
     assert helped.returncode == 0 and "run" in helped.stdout
+    code = ("import sys; from stablebptt.cli import main; code = main(['run', 'cartpole', '--epochs', "
+            "'x']); print(code, 'numba' in sys.modules, 'matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
 
 
 def test_slow_compilation_is_announced(caplog):

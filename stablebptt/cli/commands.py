@@ -20,7 +20,7 @@ from ..tasks import COMMON_DEFAULTS, SOURCE, TaskError, all_tasks, load_task, ta
 from ..train.build import converted_options, preset
 from ..train.config import MAX_NAME, ConfigError
 from ..train.optim import CLIP_MODES
-from ..train.runfile import METRICS, RunFileError, read_run
+from ..train.runfile import METRICS, RunFileError, read_run, stored_task_source
 
 EXIT_BAD_INPUT = 2
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -187,25 +187,12 @@ def _preload_tasks(argv):
             except TaskError as err:
                 raise UsageError(str(err)) from None
         elif token == "--resume" and i + 1 < len(argv):
-            source = _task_source_of(argv[i + 1])
+            source = stored_task_source(argv[i + 1])
             if source:
                 try:
                     load_task(source)
                 except TaskError:
                     pass  # reported by the command, which reads the file
-
-
-def _task_source_of(path):
-    """The ``task_source`` of a run file's configuration, or "" (none, or not readable)."""
-    import json
-
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return json.loads(f.attrs["config"]).get("task_source", "")
-    except (OSError, KeyError, ValueError):
-        return ""
 
 
 def build_parser():

@@ -251,6 +251,16 @@ def read_run(path: Union[str, os.PathLike]) -> RunRecord:
     return record
 
 
+def stored_task_source(path):
+    """The ``task_source`` ("module:Class") a run file's configuration names, or "" (none, or
+    not readable): read without reading the run, which needs the task registered first."""
+    try:
+        with _h5py().File(path, "r") as f:
+            return json.loads(f.attrs["config"]).get("task_source", "")
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        return ""
+
+
 def _walk(group, prefix=""):
     for name, item in group.items():
         if isinstance(item, _h5py().Group):

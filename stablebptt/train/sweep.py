@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from .config import NOT_IDENTITY, ConfigError, RunConfig
 from .build import preset
-from .runfile import RunFileError, read_run
+from .runfile import RunFileError, RunLock, read_run
 from .trainer import stop_requests
 
 def expand_grid(task: str, axes: Optional[Dict[str, Sequence]] = None,
@@ -150,15 +150,24 @@ def _run_one(config_values, folder, progress, stop):
     path = os.path.join(folder, name + ".h5")
     try:
         if os.path.exists(path):
-            record = read_run(path)
-            differ = _differences(record.config, config)
-            if differ:
-                return RunOutcome(name, "failed", f"{path} exists with other settings ({differ})")
-            done = record.checkpoint.epoch if record.checkpoint else 0
-            if record.status == "diverged" or (record.status == "finished" and done >= config.epochs):
-                return RunOutcome(name, "skipped", f"already {record.status}",
-                                  _last(record.metrics["test_loss"]))
-            trainer = Trainer.resume(path, epochs=config.epochs)  # unfinished, or extended
+            lock = RunLock(path).acquire()  # held from the one read to the end of the run
+            try:
+                record = read_run(path)
+                differ = _differences(record.config, config)
+                if differ:
+                    lock.release()
+                    return RunOutcome(name, "failed", f"{path} exists with other settings ({differ})")
+                done = record.checkpoint.epoch if record.checkpoint else 0
+                if record.status == "diverged" or (record.status == "finished"
+                                                   and done >= config.epochs):
+                    lock.release()
+                    return RunOutcome(name, "skipped", f"already {record.status}",
+                                      _last(record.metrics["test_loss"]))
+                # unfinished, or extended
+                trainer = Trainer.from_record(record, config.epochs, path=path, lock=lock)
+            except BaseException:
+                lock.release()
+                raise
         else:
             trainer = Trainer.new(config, path)
 
