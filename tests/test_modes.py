@@ -219,6 +219,7 @@ def test_skipping_unused_input_cotangents_changes_no_bit(make, rng):
     assert problem.controller.input_cotangent_optional
     every, _, _ = make(rng)
     every.controller = _EveryInputCotangent(every.controller)
+    every.input_cotangent_optional = False  # the problem reads the capability once, when built
     for unit in (True, False):
         if not unit:
             problem.unit_widths = every.unit_widths = np.zeros(0, np.int64)

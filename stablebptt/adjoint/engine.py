@@ -138,6 +138,9 @@ class Problem:
         self.params = np.ascontiguousarray(sim.params, dtype=np.float64)
         self.spec = controller.spec
         self.unit_widths = self._unit_widths(sim, controller)
+        # the controller's optional capabilities, read once (contract.OPTIONAL_CAPABILITIES)
+        self.steps_as_rows = bool(capability(controller, "steps_as_rows"))
+        self.input_cotangent_optional = bool(capability(controller, "input_cotangent_optional"))
         self.threads = threads
         self._buffers = {}
         self._plans = {}
@@ -316,11 +319,11 @@ class Problem:
         k = self._kernels_for(theta.dtype)
 
         prepared = prepared_parameters(self.controller, theta)
-        steps_as_rows = bool(capability(self.controller, "steps_as_rows"))
+        steps_as_rows = self.steps_as_rows
         # dxs receive the controller's input cotangents of calls on all steps' rows: used only
         # as the feedback of a scalar control's unit cotangents (R, C), else skipped if allowed
         needs_dxs = (self.unit_widths.size > 0 and b != 0.0
-                     or not capability(self.controller, "input_cotangent_optional"))
+                     or not self.input_cotangent_optional)
         dxs_key = "dxs" if needs_dxs else "no_dxs"
 
         def work(buf, weights, rho):
