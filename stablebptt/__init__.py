@@ -39,7 +39,7 @@ _EXPORTS = {
     # building blocks and tasks
     **dict.fromkeys(["CNN", "Constant", "MLP", "Quadratic"], ".controllers"),
     **dict.fromkeys(["CartPole", "Guidance", "Quantum", "Shift"], ".sims"),
-    **dict.fromkeys(["Option", "Task", "TaskError", "get_task", "register"], ".tasks"),
+    **dict.fromkeys(["Option", "Task", "TaskError", "get_task", "load_task", "register"], ".tasks"),
 }
 _SUBPACKAGES = ("plots", "train", "adjoint", "sims", "controllers", "tasks", "cli")
 __all__ = sorted(_EXPORTS) + ["__version__", "plots"]

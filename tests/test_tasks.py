@@ -73,10 +73,14 @@ def test_outside_task_through_every_command(tmp_path):
     path = out / "pendulum_damp0.2_C_clip-norm_lr0.003_bs8_s42_n-data8_width4_steps10.h5"
     record = read_run(path)
     assert record.config.task_source == PENDULUM and record.config.damping == 0.2
-    for args in (("inspect", str(path)), ("trajectories", str(path)),
-                 ("animate", str(path), "--fps", "5"),
+    assert _cli("inspect", str(path), cwd=tmp_path).returncode == 0  # needs no task code
+    for args in (("trajectories", str(path)), ("animate", str(path), "--fps", "5"),
                  ("run", "--resume", str(path), "--epochs", "3", "--quiet")):
-        done = _cli(*args, cwd=tmp_path)  # the file says where its task comes from
+        # the file says where its task comes from, but that module is imported only when named
+        refused = _cli(*args, cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"--task-code {PENDULUM}" in refused.stderr and "Traceback" not in refused.stderr
+        done = _cli(*args, "--task-code", PENDULUM, cwd=tmp_path)
         assert done.returncode == 0, (args, done.stderr)
     assert read_run(path).epochs_done == 3
     assert (tmp_path / "runs" / (path.stem + "_trajectories_final.png")).exists()

@@ -15,12 +15,13 @@ import sys
 
 import numpy as np
 
+from .._atomic import OutputError
 from ..contract import ContractError
 from ..tasks import COMMON_DEFAULTS, SOURCE, TaskError, all_tasks, load_task, task_names
 from ..train.build import converted_options, preset
 from ..train.config import MAX_NAME, ConfigError
 from ..train.optim import CLIP_MODES
-from ..train.runfile import METRICS, RunFileError, read_run, stored_task_source
+from ..train.runfile import METRICS, RunFileError, read_run
 
 EXIT_BAD_INPUT = 2
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -59,6 +60,7 @@ def _add_run_options(p, tasks):
     p.add_argument("--threads", type=int, help="CPU threads for each batch (default: every core; "
                    "results are the same for any number)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_task_code(p)
 
 
 def _add_sweep_options(p, tasks):
@@ -178,21 +180,21 @@ def _settings(args, names, task_options=True):
 
 
 def _preload_tasks(argv):
-    """Register the outside tasks a command line names, before its options are parsed: a
-    ``module:Class`` argument, or the task recorded in a ``--resume`` file."""
-    for i, token in enumerate(argv):
+    """Register the outside tasks a command line names (a ``module:Class`` argument: the TASK or
+    a ``--task-code`` value), before its options are parsed. The task a run file records is
+    never imported (see :mod:`stablebptt.tasks`)."""
+    for token in argv:
         if SOURCE.fullmatch(token):
             try:
                 load_task(token)
             except TaskError as err:
                 raise UsageError(str(err)) from None
-        elif token == "--resume" and i + 1 < len(argv):
-            source = stored_task_source(argv[i + 1])
-            if source:
-                try:
-                    load_task(source)
-                except TaskError:
-                    pass  # reported by the command, which reads the file
+
+
+def _add_task_code(p):
+    p.add_argument("--task-code", metavar="MODULE:CLASS", action="append",
+                   help="import this outside task (a run file's task is never imported on its "
+                   "own: name it here to resume, draw or diagnose its runs)")
 
 
 def build_parser():
@@ -255,6 +257,8 @@ def build_parser():
     i = sub.add_parser("inspect", help="summarise a run file")
     i.add_argument("file")
     i.add_argument("--metrics", action="store_true", help="print the per-epoch metrics table")
+    for command in (f, a, t, d, i):
+        _add_task_code(command)
     return parser
 
 
@@ -617,7 +621,7 @@ def dispatch(argv=None):
         _headless_matplotlib()
         _log_to_stderr(quiet=getattr(args, "quiet", False))
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError, RunFileError, TaskError, ContractError) as err:
+    except (UsageError, ConfigError, RunFileError, TaskError, ContractError, OutputError) as err:
         print(f"stablebptt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

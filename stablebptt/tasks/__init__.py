@@ -10,8 +10,14 @@ module each. A task from outside the package is registered by
       [project.entry-points."stablebptt.tasks"]
       pendulum = "mypkg.tasks:Pendulum"
 
-A run file records where its task came from (``config.task_source``), so ``inspect``, ``plot``,
-``trajectories``, ``animate`` and ``run --resume`` load an outside task by themselves.
+A run file records where its task came from (``config.task_source``), but reading a file never
+imports that module: run files are shared, and opening one must not run code its author chose.
+A task resolves only from the built-ins, installed entry points, tasks registered in this
+process, and a ``module:Class`` the user names (on the command line as the TASK or with
+``--task-code MODULE:CLASS``; in Python by :func:`load_task` or :func:`register`). A file whose
+task is none of these still reads (``inspect`` and ``plot`` need no task code: its config's
+task is an :class:`UnloadedTask`); what needs the task's code (resuming, drawing trajectories,
+``diagnose``) says in one line how to name it.
 Nothing here imports Numba: the command line builds its options from the registry at once.
 """
 
@@ -68,14 +74,55 @@ def load_task(source):
         sys.path.append(os.getcwd())  # as `python -m`: a module beside the user is found
     try:
         obj = importlib.import_module(module_name)
+    except SyntaxError as err:
+        raise TaskError(f"cannot import task module {module_name!r}: {err.msg} in {err.filename} "
+                        f"line {err.lineno}") from None
+    except Exception as err:  # the module's own code failed: say where, in one line
+        raise TaskError(f"cannot import task module {module_name!r}: {type(err).__name__}: "
+                        f"{err}{_where(err, module_name)}") from None
+    try:
         for part in attribute.split("."):
             obj = getattr(obj, part)
-    except ImportError as err:
-        raise TaskError(f"cannot import task module {module_name!r}: {err}") from None
     except AttributeError:
         raise TaskError(f"module {module_name!r} has no task {attribute!r}") from None
     builtin = source in BUILTIN.values()
     return register(obj, source="" if builtin else source)
+
+
+def _where(err, module_name):
+    """`` (file line N)`` of the innermost frame of ``err`` in the task's own module, if any."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    module_file = module_name.replace(".", os.sep)
+    own = [f for f in frames if module_file in f.filename]
+    frame = (own or frames[-1:] or [None])[-1]
+    return f" ({frame.filename} line {frame.lineno})" if frame is not None else ""
+
+
+class UnloadedTask(Task):
+    """The task of a run file that names an outside task nobody loaded (see the module's rule):
+    the file's settings read and show, its figures use the default layout, and building a run
+    (simulator, controller, data) is a :class:`TaskError` saying how to load the code."""
+
+    def __init__(self, name, source, values=()):
+        self.name, self.source = name, source
+        self.options = tuple(Option(key, type(value), value, "") for key, value in values)
+        self.description = f"the outside task {source}, not loaded"
+
+    def unavailable(self, *args, **kwargs):
+        raise TaskError(f"task {self.name!r} comes from {self.source}, which stablebptt does not "
+                        f"import from a file: name it to use it (on the command line "
+                        f"--task-code {self.source}; in Python stablebptt.load_task("
+                        f"{self.source!r}))")
+
+    simulator = controller = datasets = unavailable
+
+
+def unloaded_task(name, source, values=()):
+    """An :class:`UnloadedTask` for a file's outside task, with ``values`` ``((option, value),
+    ...)`` as its options (not registered)."""
+    return UnloadedTask(name, source, values)
 
 
 @functools.lru_cache(maxsize=1)
@@ -97,8 +144,9 @@ def task_names():
 
 
 def get_task(name: str, source: str = "") -> Task:
-    """The registered task ``name`` (or a ``module:Class`` reference), loading a built-in or an
-    installed one on first use, else the one ``source`` names; :class:`TaskError` if none."""
+    """The registered task ``name`` (or a ``module:Class`` reference the caller names), loading
+    a built-in or an installed one on first use; :class:`TaskError` if none. ``source`` (what a
+    run file records) is never imported here: only a task already registered from it serves."""
     if name in _registry:
         return _registry[name]
     if name in BUILTIN:
@@ -107,10 +155,7 @@ def get_task(name: str, source: str = "") -> Task:
     if name in installed:
         return load_task(installed[name])
     if source:
-        task = load_task(source)
-        if task.name != name:
-            raise TaskError(f"{source} registers task {task.name!r}, not {name!r}")
-        return task
+        unloaded_task(name, source).unavailable()
     if ":" in name:
         return load_task(name)
     raise TaskError(f"unknown task {name!r}: choose from {', '.join(task_names())}, or name "
@@ -131,4 +176,4 @@ def all_tasks():
 
 __all__ = ["BUILTIN", "COMMON_DEFAULTS", "Option", "Task", "TaskError", "all_tasks", "at_least",
            "check_states", "format_number", "get_task", "load_task", "one_of", "register",
-           "task_names"]
+           "task_names", "UnloadedTask", "unloaded_task"]

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ..adjoint.modes import parse_mode
-from ..tasks import COMMON_DEFAULTS, TaskError, format_number, get_task
+from ..tasks import COMMON_DEFAULTS, TaskError, format_number, get_task, unloaded_task
 from ..tasks.base import type_problem
 from .optim import CLIP_MODES, OPTIMIZERS
 
@@ -78,6 +78,8 @@ class RunConfig:
         try:
             return get_task(self.task, self.task_source)
         except TaskError as err:
+            if self.task_source:  # a file's outside task, not loaded: its settings still read
+                return unloaded_task(self.task, self.task_source, self.options)
             raise ConfigError(str(err)) from None
 
     def settings(self):
@@ -158,11 +160,17 @@ class RunConfig:
         values = dict(values)
         task_name = values.pop("task", cls.task)
         source = values.pop("task_source", "")
+        common = {f.name for f in dataclasses.fields(cls)} - {"task", "options", "task_source"}
         try:
             task = get_task(task_name, source)
         except TaskError as err:
-            raise ConfigError(str(err)) from None
-        common = {f.name for f in dataclasses.fields(cls)} - {"task", "options", "task_source"}
+            if not source:
+                raise ConfigError(str(err)) from None
+            try:  # a file's outside task, not loaded (never imported from a file)
+                task = unloaded_task(task_name, source,
+                                     [(k, v) for k, v in values.items() if k not in common])
+            except TaskError as why:
+                raise ConfigError(str(why)) from None
         option_names = [o.name for o in task.options]
         unknown = set(values) - common - set(option_names)
         if legacy:

@@ -16,6 +16,7 @@ Every write builds the complete file next to the target and renames it over the 
 import glob
 import json
 import os
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Union
@@ -27,7 +28,7 @@ except ImportError:  # not POSIX: run files are written without the writer's loc
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import output_error, write_bytes
 from .config import ConfigError, RunConfig
 
 FORMAT = "stablebptt-run"
@@ -113,6 +114,14 @@ class RunLock:
     def acquire(self):
         if fcntl is None or self._fd is not None:
             return self
+        try:
+            return self._acquire()
+        except OSError as err:
+            if self._fd is not None:
+                self.release()
+            raise RunFileError(output_error(err, self.lock_path).strerror) from None
+
+    def _acquire(self):
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -130,9 +139,9 @@ class RunLock:
             if current:
                 break
             os.close(fd)
+        self._fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
         for stale in glob.glob(glob.escape(self.path) + ".tmp-*"):
             os.remove(stale)
         return self
@@ -197,10 +206,17 @@ def atomic_h5(path):
     """An HDF5 file open for writing that appears at ``path`` only when the block completes:
     it is written under a temporary name unique to this write in the same folder, synced, and
     renamed over ``path``; an error or interrupt in the block leaves ``path`` as it was."""
-    with atomic_path(path, keep_suffix=False) as tmp:
-        with _h5py().File(tmp, "w") as f:
-            yield f
-            f.flush()
+    # HDF5 builds the file in memory and Python writes its bytes: a failed write (a full disk)
+    # is then an OSError here, not a broken HDF5 file id that crashes the process when freed
+    f = _h5py().File(f"{os.path.basename(path)}-{secrets.token_hex(4)}", "w", driver="core",
+                     backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    write_bytes(path, image)
 
 
 def read_run(path: Union[str, os.PathLike]) -> RunRecord:
@@ -249,16 +265,6 @@ def read_run(path: Union[str, os.PathLike]) -> RunRecord:
         except (KeyError, ValueError, TypeError, ConfigError) as err:
             raise RunFileError(f"incomplete or damaged run file {path}: {err}") from None
     return record
-
-
-def stored_task_source(path):
-    """The ``task_source`` ("module:Class") a run file's configuration names, or "" (none, or
-    not readable): read without reading the run, which needs the task registered first."""
-    try:
-        with _h5py().File(path, "r") as f:
-            return json.loads(f.attrs["config"]).get("task_source", "")
-    except (OSError, KeyError, ValueError, TypeError, AttributeError):
-        return ""
 
 
 def _walk(group, prefix=""):

@@ -143,8 +143,11 @@ def run_one(config_values, folder, progress=None, stop=None):
 
 
 def _run_one(config_values, folder, progress, stop):
+    from ..tasks import load_task
     from .trainer import Diverged, Interrupted, Trainer
 
+    if config_values.get("task_source"):  # the task the sweep's user named, in a fresh worker
+        load_task(config_values["task_source"])
     config = RunConfig.from_dict(config_values)
     name = config.run_name()
     path = os.path.join(folder, name + ".h5")
