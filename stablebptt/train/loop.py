@@ -309,14 +309,14 @@ class Run:
                 raise Diverged(f"{self.path or self.label}: diverged at epoch {self.epoch} "
                                f"(loss {values['batch_loss']}, gradient size {values['grad_size']})")
             if self.epoch % self.config.checkpoint_every == 0 and not self.finished:
-                self._keep("running", checkpoint=True)
+                self._keep("running")
             progress.update(self.epoch, f"test loss {values['test_loss']:.4g}")
             if progress_fn is not None:
                 progress_fn(self.epoch, values)
         self._keep("finished")
         return self
 
-    def _keep(self, status, params_final=None, checkpoint=False, **attrs):
+    def _keep(self, status, params_final=None, **attrs):
         """Record the state the loop reached (a file-backed run writes its file here)."""
         self.status = status
         self.attrs.update(attrs)

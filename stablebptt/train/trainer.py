@@ -77,8 +77,8 @@ class Trainer(Run):
         run's final parameters, the checkpoint always holds the current state."""
         write_run(self.path, self.record(status, params_final, **attrs))
 
-    def _keep(self, status, params_final=None, checkpoint=False, **attrs):
-        super()._keep(status, params_final, checkpoint, **attrs)
+    def _keep(self, status, params_final=None, **attrs):
+        super()._keep(status, params_final, **attrs)
         self.write(status)
 
     def run(self, quiet: bool = False, on_epoch: Optional[ProgressFn] = None, stop=None) -> dict:
