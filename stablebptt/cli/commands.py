@@ -543,7 +543,7 @@ def cmd_trajectories(args):
 
 
 def cmd_diagnose(args):
-    from ..train.build import build_task, initial_parameters
+    from ..train.build import build_task, initial_parameters, record_task
     from ..train.diagnose import config_attrs, default_stem
     from .outputs import run_diagnosis
 
@@ -559,7 +559,7 @@ def cmd_diagnose(args):
         record = read_run(args.task)
         config = record.config.replace(device="cpu")
         which, theta = _stored_parameters(record, args.params, args.epoch)
-        task = build_task(config, data=(record.train, record.test))
+        task = record_task(record, config)
         theta = task.controller.flatten(theta, np.float64) if isinstance(theta, dict) else theta
         name = os.path.splitext(os.path.basename(args.task))[0]
         folder = args.out or os.path.dirname(os.path.abspath(args.task))

@@ -141,6 +141,48 @@ def build_task(config: RunConfig, data: Optional[Tuple[np.ndarray, np.ndarray]] 
     return BuiltTask(config, problem, train.astype(dtype), test.astype(dtype))
 
 
+def record_task(record, config: Optional[RunConfig] = None, threads: int = 1) -> BuiltTask:
+    """The task a run file's ``record`` was trained on (``config``: the record's, changed), built
+    with the stored data sets, after checking that the file's data and parameters fit its
+    simulator and controller (:class:`~stablebptt.train.runfile.RunFileError` names what does
+    not, e.g. a checkpoint from another task)."""
+    from .runfile import RunFileError
+
+    config = record.config if config is None else config
+    where = getattr(record, "path", "") or "the run"
+    state_dim = build_simulator(config).state_dim
+    if record.train.shape[1] != state_dim:
+        raise RunFileError(f"damaged run file {where}: its data have {record.train.shape[1]} "
+                           f"state components, the task's simulator {state_dim}")
+    task = build_task(config, data=(record.train, record.test), threads=threads)
+    controller = task.controller
+    expected = {name: shape for name, _, shape in _layout(controller)}
+    for which, params in (("initial", record.params_initial), ("final", record.params_final)):
+        shapes = {name: tuple(value.shape) for name, value in params.items()}
+        if params and shapes != expected:
+            raise RunFileError(f"damaged run file {where}: its {which} parameters "
+                               f"{_shapes(shapes)} do not fit the task's controller "
+                               f"{_shapes(expected)}")
+    ck = getattr(record, "checkpoint", None)  # a Run serves as a record too
+    if ck is not None and ck.theta.size != controller.n_params:
+        raise RunFileError(f"damaged run file {where}: its checkpoint has {ck.theta.size} "
+                           f"parameters, the task's controller {controller.n_params}")
+    return task
+
+
+def _layout(controller):
+    """``[(name, offset, shape)]`` of a controller's parameters (from its views when it does not
+    declare ``param_layout``)."""
+    if hasattr(controller, "param_layout"):
+        return controller.param_layout
+    views = controller.views(np.zeros(controller.n_params))
+    return [(name, None, tuple(v.shape)) for name, v in views.items()]
+
+
+def _shapes(shapes):
+    return ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
+
+
 def initial_parameters(config, controller):
     """``(theta, rng)``: the parameters a run of ``config`` starts from, drawn in its dtype from
     a generator seeded with ``seed``, and that generator, which the run goes on to shuffle with."""
@@ -175,7 +217,7 @@ def controlled_rollout(record, samples=4, which="final"):
     """
     from .runfile import RunFileError
 
-    task = build_task(record.config.replace(device="cpu"), data=(record.train, record.test))
+    task = record_task(record, record.config.replace(device="cpu"))
     params = record.params_final if which == "final" else record.params_initial
     dtype = np.dtype(record.config.dtype)
     theta = task.controller.flatten(params, dtype)

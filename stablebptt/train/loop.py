@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Union
 import numpy as np
 
 from ..adjoint.modes import parse_mode
-from .build import build_task, initial_parameters, preset
+from .build import build_task, initial_parameters, preset, record_task
 from .config import RunConfig
 from .optim import clip_with_norms, make_optimizer, state_arrays
 from .runfile import METRICS, Checkpoint, RunFileError, RunLock, RunRecord, read_run, write_run
@@ -146,21 +146,20 @@ class Run:
         ``epochs``, or on another ``device``), with the stored data sets."""
         changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
         config = record.config.replace(**changes).validated() if changes else record.config
-        task = build_task(config, data=(record.train, record.test), threads=threads)
         ck = record.checkpoint
         if ck is None:
             raise RunFileError(f"{record.path or 'the run'} has no checkpoint to continue from")
-        optimizer = make_optimizer(config.optimizer, config.lr, config.momentum)
-        theta = ck.theta.copy()
-        opt_state = optimizer.init(theta)
-        opt_state.step = ck.optimizer_step
-        for name, value in ck.optimizer_arrays.items():
-            setattr(opt_state, name, value.copy())
+        task = record_task(record, config, threads=threads)
         rng = np.random.default_rng()
         rng.bit_generator.state = ck.rng_state
         metrics = {name: list(record.metrics[name][:ck.epoch]) for name in METRICS}
-        return cls(config, task, theta, opt_state, rng, metrics, record.params_initial, ck.epoch,
-                   record.status, **extra)
+        run = cls(config, task, ck.theta.copy(), None, rng, metrics, record.params_initial,
+                  ck.epoch, record.status, **extra)
+        run.opt_state = run.optimizer.init(run.theta)
+        run.opt_state.step = ck.optimizer_step
+        for name, value in ck.optimizer_arrays.items():
+            setattr(run.opt_state, name, value.copy())
+        return run
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], epochs: Optional[int] = None,

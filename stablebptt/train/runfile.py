@@ -220,10 +220,19 @@ def atomic_h5(path):
 
 
 def read_run(path: Union[str, os.PathLike]) -> RunRecord:
-    """Read a run file; :class:`RunFileError` with a one-line reason when it is not a readable run."""
+    """Read and validate a run file; :class:`RunFileError` names the file and its first problem.
+
+    Everything in :data:`LAYOUT` is checked before the record is returned (types, dtypes, shapes,
+    lengths, finite values, the configuration's settings, a format version this release knows),
+    so code that uses a record never meets a value the format does not allow. Whether the data
+    and parameters fit the task's simulator and controller is checked where those are built
+    (:func:`~stablebptt.train.build.record_task`).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise RunFileError(f"no such run file: {path}")
+    if os.path.isdir(path):
+        raise RunFileError(f"{path} is a folder, not a run file")
     try:
         f = _h5py().File(path, "r")
     except OSError as err:
@@ -232,39 +241,161 @@ def read_run(path: Union[str, os.PathLike]) -> RunRecord:
                                f"{path}") from None
         raise RunFileError(f"not a readable HDF5 file: {path}") from None
     with f:
-        if f.attrs.get("format") != FORMAT:
+        if _text(f.attrs.get("format")) != FORMAT:
             raise RunFileError(f"not a stablebptt run file (no format={FORMAT!r} attribute): {path}")
         try:
-            values = json.loads(f.attrs["config"])
-        except (KeyError, ValueError) as err:
-            raise RunFileError(f"incomplete or damaged run file {path}: {err}") from None
-        try:
-            config = RunConfig.from_dict(values, legacy=int(f.attrs.get("format_version", 1)) < 2)
-        except ConfigError as err:
-            raise RunFileError(f"cannot read the configuration of {path}: {err}") from None
-        try:
-            record = RunRecord(config=config, status=str(f.attrs["status"]), path=path)
-            epochs = int(f.attrs["epochs_done"])
-            # a metric added after the file was written reads as NaN
-            record.metrics = {name: f[f"metrics/{name}"][()] if name in f["metrics"]
-                              else np.full(epochs, np.nan) for name in METRICS}
-            record.train = f["data/train"][()]
-            record.test = f["data/test"][()]
-            for key, target in (("params/initial", record.params_initial),
-                                ("params/final", record.params_final)):
-                if key in f:
-                    for name, ds in _walk(f[key]):
-                        target[name] = ds[()]
-            if "checkpoint" in f:
-                g = f["checkpoint"]
-                arrays = {name: ds[()] for name, ds in _walk(g["optimizer"])} if "optimizer" in g else {}
-                record.checkpoint = Checkpoint(int(g.attrs["epoch"]), g["theta"][()],
-                                               int(g.attrs["optimizer_step"]), arrays,
-                                               json.loads(g.attrs["rng_state"]))
-            record.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-        except (KeyError, ValueError, TypeError, ConfigError) as err:
-            raise RunFileError(f"incomplete or damaged run file {path}: {err}") from None
+            return _read_valid(f, path)
+        except _Invalid as why:
+            raise RunFileError(f"damaged run file {path}: {why}") from None
+        except (OSError, KeyError, ValueError, TypeError) as err:  # HDF5 could not read a part
+            raise RunFileError(f"damaged run file {path}: cannot read it ({err})") from None
+
+
+STATUSES = ("running", "finished", "diverged")
+
+# What a valid run file holds (format versions 1 and 2), as read_run checks it; docs/run-files.md
+# shows the same table. A missing metric (one added after the file was written) reads as NaN.
+LAYOUT = (
+    ("format_version", "attribute", "integer 1..FORMAT_VERSION (absent: 1)"),
+    ("status", "attribute", "one of " + ", ".join(STATUSES)),
+    ("epochs_done", "attribute", "integer >= 0"),
+    ("config", "attribute", "JSON object of valid settings of the file's task"),
+    ("metrics/NAME", "dataset", "real numbers, shape (epochs_done,)"),
+    ("data/train, data/test", "dataset", "finite floats, shape (n >= 1, S), S the same for both"),
+    ("params/initial/LAYER, params/final/LAYER", "dataset", "finite floats, the same layers and "
+                                                           "shapes in both groups"),
+    ("checkpoint/theta", "dataset", "floats of the config's dtype, shape (P,), P the number of "
+                                    "parameters in params/initial; finite unless status is "
+                                    "diverged"),
+    ("checkpoint/optimizer/NAME", "dataset", "floats of theta's dtype and shape"),
+    ("checkpoint epoch", "attribute", "integer 0..epochs_done"),
+    ("checkpoint optimizer_step", "attribute", "integer >= 0"),
+    ("checkpoint rng_state", "attribute", "JSON state of a numpy PCG64 bit generator"),
+)
+
+
+class _Invalid(Exception):
+    """What is wrong with a run file's contents (read_run adds the file's name)."""
+
+
+def _read_valid(f, path):
+    version = _int_attr(f.attrs, "format_version", default=1)
+    if version > FORMAT_VERSION or version < 1:
+        from .. import __version__
+        raise RunFileError(f"{path} is in run-file format version {version}; stablebptt "
+                           f"{__version__} reads versions 1 to {FORMAT_VERSION} (a newer "
+                           f"stablebptt wrote it: upgrade to read it)")
+    status = _text(f.attrs.get("status"))
+    if status not in STATUSES:
+        raise _Invalid(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    epochs = _int_attr(f.attrs, "epochs_done")
+    if epochs < 0:
+        raise _Invalid(f"epochs_done={epochs} is negative")
+    try:
+        values = json.loads(_text(f.attrs.get("config")) or "")
+    except (ValueError, TypeError):
+        raise _Invalid("the config attribute is missing or not JSON") from None
+    if not isinstance(values, dict):
+        raise _Invalid("the config attribute is not a JSON object")
+    try:
+        config = RunConfig.from_dict(values, legacy=version < 2).validated()
+    except (ConfigError, TypeError) as err:
+        raise _Invalid(f"its configuration: {err}") from None
+    record = RunRecord(config=config, status=status, path=path)
+    if not isinstance(f.get("metrics"), _h5py().Group):
+        raise _Invalid("it has no metrics group")
+    record.metrics = {name: _array(f, f"metrics/{name}", "fiu", ndim=1, length=epochs)
+                      if name in f["metrics"] else np.full(epochs, np.nan) for name in METRICS}
+    record.train = _array(f, "data/train", "f", ndim=2, finite=True)
+    record.test = _array(f, "data/test", "f", ndim=2, finite=True)
+    for part in (record.train, record.test):
+        if len(part) == 0:
+            raise _Invalid("a data set is empty")
+    if record.train.shape[1] != record.test.shape[1]:
+        raise _Invalid(f"data/train has {record.train.shape[1]} state components, data/test "
+                       f"{record.test.shape[1]}")
+    for key, target in (("params/initial", record.params_initial),
+                        ("params/final", record.params_final)):
+        if not isinstance(f.get(key), _h5py().Group):
+            raise _Invalid(f"it has no {key} group")
+        for name, _ in _walk(f[key]):
+            target[name] = _array(f, f"{key}/{name}", "f", finite=True)
+    shapes = {which: {name: value.shape for name, value in params.items()}
+              for which, params in (("initial", record.params_initial),
+                                    ("final", record.params_final))}
+    if shapes["initial"] != shapes["final"]:
+        raise _Invalid("params/initial and params/final have different layers or shapes")
+    if not isinstance(f.get("checkpoint"), _h5py().Group):
+        raise _Invalid("it has no checkpoint group")
+    record.checkpoint = _checkpoint(f["checkpoint"], f, config, status, epochs)
+    n_params = sum(value.size for value in record.params_initial.values())
+    if record.checkpoint.theta.size != n_params:
+        raise _Invalid(f"checkpoint/theta has {record.checkpoint.theta.size} parameters, "
+                       f"params/initial {n_params} (a checkpoint of another run?)")
+    record.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     return record
+
+
+def _checkpoint(g, f, config, status, epochs):
+    theta = _array(f, "checkpoint/theta", "f", ndim=1, finite=status != "diverged")
+    if theta.dtype != np.dtype(config.dtype):
+        raise _Invalid(f"checkpoint/theta is {theta.dtype} but the run's dtype is {config.dtype}")
+    arrays = {}
+    if "optimizer" in g:
+        for name, _ in _walk(g["optimizer"]):
+            value = _array(f, f"checkpoint/optimizer/{name}", "f")
+            if value.shape != theta.shape or value.dtype != theta.dtype:
+                raise _Invalid(f"checkpoint/optimizer/{name} is {value.dtype} {value.shape}, "
+                               f"theta {theta.dtype} {theta.shape}")
+            arrays[name] = value
+    epoch = _int_attr(g.attrs, "epoch", where="checkpoint ")
+    if not 0 <= epoch <= epochs:
+        raise _Invalid(f"the checkpoint's epoch {epoch} is outside 0..{epochs} (epochs_done)")
+    step = _int_attr(g.attrs, "optimizer_step", where="checkpoint ")
+    if step < 0:
+        raise _Invalid(f"the checkpoint's optimizer_step {step} is negative")
+    try:
+        rng_state = json.loads(_text(g.attrs.get("rng_state")) or "")
+        np.random.default_rng().bit_generator.state = rng_state  # what a resume will do
+    except (ValueError, TypeError, KeyError):
+        raise _Invalid("the checkpoint's rng_state is not a PCG64 generator state") from None
+    return Checkpoint(epoch, theta, step, arrays, rng_state)
+
+
+_KIND_WORDS = {"f": "floats", "fiu": "real numbers"}
+
+
+def _array(f, key, kinds, ndim=None, length=None, finite=False):
+    """The dataset ``key`` as an array after checking its dtype kind, rank, length and values."""
+    ds = f.get(key)
+    if not isinstance(ds, _h5py().Dataset):
+        raise _Invalid(f"{key} is missing")
+    if ds.dtype.kind not in kinds:
+        raise _Invalid(f"{key} holds {ds.dtype}, not {_KIND_WORDS[kinds]}")
+    if ndim is not None and ds.ndim != ndim:
+        raise _Invalid(f"{key} has shape {ds.shape}, expected {ndim} dimension(s)")
+    if length is not None and len(ds) != length:
+        raise _Invalid(f"{key} has {len(ds)} values but epochs_done is {length}")
+    value = ds[()]
+    if "i" in kinds and value.dtype.kind != "f":
+        value = value.astype(np.float64)
+    if finite and not np.all(np.isfinite(value)):
+        raise _Invalid(f"{key} holds NaN or infinite values")
+    return value
+
+
+def _int_attr(attrs, name, default=None, where=""):
+    value = attrs.get(name, default)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise _Invalid(f"the {where}{name} attribute is {value!r}, not an integer")
+    return int(value)
+
+
+def _text(value):
+    """An HDF5 string attribute as ``str`` (h5py gives bytes for fixed-length strings)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _walk(group, prefix=""):

@@ -8,7 +8,7 @@ creation until :meth:`Trainer.close`, writes the file at every checkpoint and wh
 import os
 from typing import Optional, Union
 
-from .build import build_task, initial_parameters  # noqa: F401 (patched by tests and benchmarks)
+from .build import build_task, initial_parameters  # noqa: F401 (names of the old experiments.training)
 from .config import RunConfig
 from .loop import (DIVERGENCE_METRICS, Diverged, Interrupted, Progress, ProgressFn, Run,  # noqa: F401
                    _batches, stop_requests)
