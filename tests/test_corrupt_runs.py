@@ -147,3 +147,36 @@ def test_the_good_file_passes_every_command(run_file, tmp_path, capsys):
         out = str(tmp_path / command.replace(" ", "_"))
         os.makedirs(out)
         assert main(COMMANDS[command](path, out)) == 0, capsys.readouterr().err
+
+
+MARKER_MODULE = '''
+import pathlib
+pathlib.Path("IMPORTED").write_text("a run file made this module run")
+'''
+
+
+@pytest.mark.parametrize("command", ["inspect", "trajectories", "diagnose", "run --resume", "plot"])
+def test_a_task_module_a_file_names_is_never_imported(run_file, tmp_path, command):
+    """A run file's task_source names a module in the working folder that writes a marker when
+    imported: no command that reads the file imports it (inspect and plot read it without)."""
+    from cli_helpers import _cli
+
+    (tmp_path / "evil.py").write_text(MARKER_MODULE)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    path = str(folder / "r.h5")
+    shutil.copy(run_file, path)
+    with h5py.File(path, "a") as f:
+        config = json.loads(f.attrs["config"])
+        config.update(task="evil_task", task_source="evil:Task")
+        f.attrs["config"] = json.dumps(config)
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    result = _cli(*COMMANDS[command](path, out), cwd=tmp_path)
+    assert not (tmp_path / "IMPORTED").exists(), result.stderr
+    assert "Traceback" not in result.stderr
+    if command in ("inspect", "plot"):
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "--task-code" in result.stderr, result.stderr
