@@ -180,3 +180,33 @@ def test_a_task_module_a_file_names_is_never_imported(run_file, tmp_path, comman
     else:
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert "--task-code" in result.stderr, result.stderr
+
+
+def _full_disk(monkeypatch):
+    """Every atomic write fails as on a full disk (at its sync, after the bytes went out)."""
+    import errno
+
+    import stablebptt._atomic as atomic
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+
+
+@pytest.mark.parametrize("command", ["run --resume", "plot", "trajectories"])
+def test_a_full_disk_is_one_line_and_leaves_the_files_as_they_were(run_file, tmp_path, capsys,
+                                                                   monkeypatch, command):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    path = str(folder / "r.h5")
+    shutil.copy(run_file, path)
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    before, listing = _digest(path), _tree(str(folder))
+    _full_disk(monkeypatch)
+    code = main(COMMANDS[command](path, out))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "no space left on" in err and "Traceback" not in err, err
+    assert _digest(path) == before and _tree(str(folder)) == listing
+    assert os.listdir(out) == []
