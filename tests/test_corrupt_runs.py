@@ -210,3 +210,29 @@ def test_a_full_disk_is_one_line_and_leaves_the_files_as_they_were(run_file, tmp
     assert err.count("\n") == 1 and "no space left on" in err and "Traceback" not in err, err
     assert _digest(path) == before and _tree(str(folder)) == listing
     assert os.listdir(out) == []
+
+
+def test_resuming_in_a_read_only_folder_is_one_line(run_file, tmp_path, capsys, monkeypatch):
+    """The lock file cannot be created (a read-only folder; as root chmod would not stop us, so
+    the error is injected) : one line naming the file; inspect of the same file still works."""
+    import errno
+
+    import stablebptt.train.runfile as runfile
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    path = str(folder / "r.h5")
+    shutil.copy(run_file, path)
+    real_open = os.open
+
+    def read_only(name, flags, *args):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", name)
+        return real_open(name, flags, *args)
+    monkeypatch.setattr(runfile.os, "open", read_only)
+    before = _digest(path)
+    assert main(["run", "--resume", path, "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "read-only" in err and path + ".lock" in err, err
+    assert main(["inspect", path]) == 0
+    assert _digest(path) == before and sorted(os.listdir(folder)) == ["r.h5"]
