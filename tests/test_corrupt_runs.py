@@ -236,3 +236,28 @@ def test_resuming_in_a_read_only_folder_is_one_line(run_file, tmp_path, capsys, 
     assert err.count("\n") == 1 and "read-only" in err and path + ".lock" in err, err
     assert main(["inspect", path]) == 0
     assert _digest(path) == before and sorted(os.listdir(folder)) == ["r.h5"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 16 KiB tmpfs (where this machine lets us mount one; skipped otherwise)."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_run_on_a_real_full_disk_is_one_line_and_leaves_no_partial_file(tiny_disk):
+    from cli_helpers import TINY, _cli
+
+    result = _cli("run", "cartpole", *TINY, "--epochs", "2", "--out", str(tiny_disk),
+                  "--name", "r")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "no space left on" in result.stderr, result.stderr
+    assert os.listdir(tiny_disk) == []
