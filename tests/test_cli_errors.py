@@ -165,3 +165,17 @@ def test_depth_zero_is_a_linear_controller(tmp_path):
     assert sorted(record.params_final) == ["dense_0/bias", "dense_0/kernel"]
     assert record.params_final["dense_0/kernel"].shape == (4, 1)
     assert np.all(np.isfinite(record.metrics["test_loss"]))
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["sweep", "cartpole", "--poles", "1,,2"], "empty item"),
+    (["sweep", "cartpole", "--modes", "R,,C"], "empty item"),
+    (["run", "cartpole", "--name", "a\nb"], "control character"),
+    (["run", "cartpole", "--name", "a\tb"], "control character"),
+])
+def test_what_was_silently_accepted_is_one_line(argv, named, capsys):
+    from stablebptt.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err, err

@@ -104,8 +104,11 @@ def _add_task_options(p, tasks, lists):
 
 def _list_of(kind):
     def parse(text):
+        items = [v.strip() for v in text.split(",")]
+        if "" in items and any(items):
+            raise argparse.ArgumentTypeError(f"empty item in the list {text!r}")
         try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
+            values = [kind(v) for v in items if v]
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"not a comma-separated list of {kind.__name__}: {text!r}") from None
@@ -362,6 +365,8 @@ def _run_name(text):
         raise UsageError(f"--name {text!r} must not contain a folder (use --out for the folder)")
     if not name or name.startswith("."):
         raise UsageError(f"--name {text!r} must be a plain file name (not empty, not starting with '.')")
+    if any(not ch.isprintable() for ch in name):
+        raise UsageError(f"--name {text!r} contains a control character (a newline, a tab, ...)")
     if len(name) > MAX_NAME:
         raise UsageError(f"--name of {len(name)} characters is too long (at most {MAX_NAME})")
     return name
