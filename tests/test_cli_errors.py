@@ -179,3 +179,14 @@ def test_what_was_silently_accepted_is_one_line(argv, named, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err, err
+
+
+def test_more_threads_than_cores_is_capped_and_said(tmp_path, capsys):
+    from cli_helpers import TINY
+    from stablebptt.cli import main
+    from stablebptt.train.sweep import available_cores
+
+    assert main(["run", "cartpole", *TINY, "--epochs", "1", "--threads", "1000",
+                 "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"--threads 1000 is more than the {available_cores()} cores" in err, err

@@ -284,6 +284,10 @@ def cmd_run(args):
         args.threads = available_cores()
     elif args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    elif args.threads > available_cores():  # more would only contend (results are the same)
+        print(f"stablebptt: --threads {args.threads} is more than the {available_cores()} cores "
+              f"this process may use; running with {available_cores()}", file=sys.stderr)
+        args.threads = available_cores()
     if args.resume:
         trainer = _resume(args)
         if trainer is None:
