@@ -190,3 +190,15 @@ def test_more_threads_than_cores_is_capped_and_said(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert f"--threads 1000 is more than the {available_cores()} cores" in err, err
+
+
+def test_plot_of_one_run_file_draws_that_run_beside_it(run_file, tmp_path, capsys):
+    import shutil
+
+    from stablebptt.cli import main
+
+    path = tmp_path / "r.h5"
+    shutil.copy(run_file, path)
+    assert main(["plot", str(path)]) == 0, capsys.readouterr().err
+    written = capsys.readouterr().out.split()
+    assert str(tmp_path / "summary.csv") in written and any(p.endswith(".png") for p in written)

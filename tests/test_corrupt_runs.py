@@ -89,6 +89,7 @@ COMMANDS = {
     "diagnose": lambda f, out: ["diagnose", f, "--out", out],
     "run --resume": lambda f, out: ["run", "--resume", f, "--epochs", "3", "--quiet"],
     "plot": lambda f, out: ["plot", os.path.dirname(f), "--out", out],
+    "plot FILE": lambda f, out: ["plot", f, "--out", out],
 }
 
 

@@ -214,7 +214,7 @@ def build_parser():
                    "outside task as module:Class (default: every registered task)")
     g.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("plot", help="the paper's figures 3-5 and a summary table from a folder of runs")
-    f.add_argument("folder", help="a folder of run files (e.g. a sweep's)")
+    f.add_argument("folder", help="a folder of run files (e.g. a sweep's), or one run file")
     f.add_argument("--out", help="where the figures, summary.csv and runs.csv go (default: the "
                    "folder)")
     f.add_argument("--threshold", type=float, default=0.1,
@@ -458,13 +458,18 @@ def cmd_plot(args):
                                  write_csv, write_summary)
     from .outputs import FIGURE_DPI, save_figures
 
-    if not os.path.isdir(args.folder):
-        raise UsageError(f"no such folder: {args.folder}")
+    one_file = os.path.isfile(args.folder)
+    if not one_file and not os.path.isdir(args.folder):
+        raise UsageError(f"no such folder or run file: {args.folder}")
     if args.smooth < 1:
         raise UsageError(f"--smooth must be >= 1, got {args.smooth}")
     if not math.isfinite(args.threshold):
         raise UsageError(f"--threshold must be a finite number, got {args.threshold}")
-    runs, problems = load_folder(args.folder)
+    if one_file:  # one run's figures, written beside it
+        runs, problems = {args.folder: read_run(args.folder)}, []
+        args.out = args.out or os.path.dirname(args.folder) or "."
+    else:
+        runs, problems = load_folder(args.folder)
     for name, reason in problems:
         print(f"stablebptt: unreadable run {name}: {reason}", file=sys.stderr)
     for line in missing_runs(list(runs.values())):
